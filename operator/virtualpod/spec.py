@@ -1,0 +1,387 @@
+"""VirtualPod manifest -> typed, validated, defaulted model.
+
+The manifest is pod-shaped on purpose: containers carry ordinary
+`resources.requests/limits`. Validation collects every problem at once and names
+each field by its path, so `kubectl describe` and `virtualpod plan` can say exactly
+what to fix. Defaulting follows Kubernetes pod defaulting, which the API server does
+not do for custom resources: a request left unset takes the limit's value.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from virtualpod.quantity import (
+    QuantityError,
+    format_bytes,
+    format_cpu,
+    parse_bytes,
+    parse_cpu_millis,
+)
+
+API_GROUP = "virtualpod.dev"
+API_VERSION = "v1alpha1"
+KIND = "VirtualPod"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+SUPPORTED_RESOURCES = ("cpu", "memory")
+
+
+class SuspendMode(StrEnum):
+    """How a VM is suspended: `Save` frees its RAM (managed save), `Pause` keeps it."""
+
+    SAVE = "Save"
+    PAUSE = "Pause"
+
+
+class DiskFormat(StrEnum):
+    QCOW2 = "qcow2"
+    RAW = "raw"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SpecError(ValueError):
+    """Every validation problem of one object, each with its field path."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("; ".join(str(error) for error in self.errors))
+
+
+@dataclass(frozen=True)
+class Resources:
+    """cpu/memory amounts of a ResourceList; None means the key is not set."""
+
+    cpu_millis: int | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    requests: Resources = Resources()
+    limits: Resources = Resources()
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class DiskBoot:
+    path: str
+    format: DiskFormat = DiskFormat.QCOW2
+
+
+@dataclass(frozen=True)
+class KernelBoot:
+    path: str
+    initrd: str | None = None
+    cmdline: str | None = None
+
+
+@dataclass(frozen=True)
+class VirtualPod:
+    name: str
+    namespace: str
+    containers: tuple[Container, ...]
+    init_containers: tuple[Container, ...] = ()
+    uid: str | None = None
+    priority: int | None = None
+    priority_class_name: str | None = None
+    suspend_mode: SuspendMode | None = None
+    node_name: str | None = None
+    boot: DiskBoot | KernelBoot | None = None
+    generation: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def all_containers(self) -> tuple[Container, ...]:
+        return self.init_containers + self.containers
+
+
+class _Errors:
+    """Collects field errors while a manifest is walked."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldError] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(FieldError(path, message))
+
+    def mapping(self, value: object, path: str) -> Mapping[str, object]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.add(path, f"must be an object, not {type(value).__name__}")
+            return {}
+        return value
+
+    def unknown_fields(self, value: Mapping[str, object], path: str, known: Sequence[str]) -> None:
+        for key in value:
+            if key not in known:
+                self.add(f"{path}.{key}", f"unknown field (known: {', '.join(known)})")
+
+    def string(self, value: object, path: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.add(path, f"must be a string, not {type(value).__name__}")
+            return None
+        return value
+
+    def dns_label(self, value: object, path: str) -> str | None:
+        text = self.string(value, path)
+        if text is not None and (len(text) > 63 or not _DNS_LABEL.match(text)):
+            self.add(
+                path,
+                f"{text!r} is not a DNS-1123 label: at most 63 lowercase letters, digits "
+                "or '-', starting and ending with a letter or digit",
+            )
+            return None
+        return text
+
+    def dns_subdomain(self, value: object, path: str) -> str | None:
+        text = self.string(value, path)
+        if text is not None and (len(text) > 253 or not _DNS_SUBDOMAIN.match(text)):
+            self.add(path, f"{text!r} is not a DNS-1123 subdomain")
+            return None
+        return text
+
+    def host_path(self, value: object, path: str) -> str | None:
+        text = self.string(value, path)
+        if text is None:
+            return None
+        if not text.startswith("/") or _PATH_FORBIDDEN.search(text):
+            self.add(path, f"{text!r} must be an absolute path without control characters")
+            return None
+        if posixpath.normpath(text) != text.rstrip("/") or ".." in text.split("/"):
+            self.add(path, f"{text!r} must be a normalized path (no '..', '.' or '//')")
+            return None
+        return text
+
+
+def parse_virtualpod(manifest: object) -> VirtualPod:
+    """Validate and default a VirtualPod manifest; raise SpecError listing every problem."""
+    errors = _Errors()
+    obj = errors.mapping(manifest, "object")
+    if obj.get("kind", KIND) != KIND:
+        errors.add("kind", f"must be {KIND!r}")
+    api_version = obj.get("apiVersion", f"{API_GROUP}/{API_VERSION}")
+    if api_version != f"{API_GROUP}/{API_VERSION}":
+        errors.add("apiVersion", f"must be '{API_GROUP}/{API_VERSION}', not {api_version!r}")
+    metadata = errors.mapping(obj.get("metadata"), "metadata")
+    name = errors.dns_label(metadata.get("name"), "metadata.name")
+    if "name" not in metadata:
+        errors.add("metadata.name", "is required")
+    namespace = errors.dns_label(metadata.get("namespace", "default"), "metadata.namespace")
+    uid = errors.string(metadata.get("uid"), "metadata.uid")
+    generation = metadata.get("generation")
+    labels = metadata.get("labels") or {}
+
+    spec = errors.mapping(obj.get("spec"), "spec")
+    errors.unknown_fields(
+        spec,
+        "spec",
+        (
+            "containers",
+            "initContainers",
+            "priority",
+            "priorityClassName",
+            "suspendMode",
+            "nodeName",
+            "boot",
+        ),
+    )
+    containers = _parse_containers(spec.get("containers"), "spec.containers", errors)
+    if not spec.get("containers"):
+        errors.add("spec.containers", "must list at least one container")
+    init_containers = _parse_containers(spec.get("initContainers"), "spec.initContainers", errors)
+    _check_unique_names(containers, init_containers, errors)
+
+    priority = spec.get("priority")
+    if priority is not None and (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not _INT32_MIN <= priority <= _INT32_MAX
+    ):
+        errors.add("spec.priority", f"{priority!r} must be a 32-bit integer")
+        priority = None
+    suspend_mode = _parse_suspend_mode(spec.get("suspendMode"), errors)
+    boot = _parse_boot(spec.get("boot"), errors)
+    priority_class_name = errors.dns_subdomain(
+        spec.get("priorityClassName"), "spec.priorityClassName"
+    )
+    node_name = errors.dns_subdomain(spec.get("nodeName"), "spec.nodeName")
+
+    if errors.items:
+        raise SpecError(errors.items)
+    assert name is not None
+    assert namespace is not None
+    return VirtualPod(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        containers=tuple(containers),
+        init_containers=tuple(init_containers),
+        priority=priority,
+        priority_class_name=priority_class_name,
+        suspend_mode=suspend_mode,
+        node_name=node_name,
+        boot=boot,
+        generation=generation if isinstance(generation, int) else None,
+        labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
+    )
+
+
+def _parse_containers(value: object, path: str, errors: _Errors) -> list[Container]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errors.add(path, "must be a list of containers")
+        return []
+    return [
+        container
+        for index, item in enumerate(value)
+        if (container := _parse_container(item, f"{path}[{index}]", errors)) is not None
+    ]
+
+
+def _parse_container(value: object, path: str, errors: _Errors) -> Container | None:
+    before = len(errors.items)
+    item = errors.mapping(value, path)
+    errors.unknown_fields(item, path, ("name", "image", "resources"))
+    if "name" not in item:
+        errors.add(f"{path}.name", "is required")
+    name = errors.dns_label(item.get("name"), f"{path}.name")
+    image = errors.string(item.get("image"), f"{path}.image")
+    resources = errors.mapping(item.get("resources"), f"{path}.resources")
+    errors.unknown_fields(resources, f"{path}.resources", ("requests", "limits"))
+    limits = _parse_resource_list(resources.get("limits"), f"{path}.resources.limits", errors)
+    explicit = _parse_resource_list(resources.get("requests"), f"{path}.resources.requests", errors)
+    requests = _default_requests(explicit, limits)
+    _check_requests_within_limits(requests, limits, f"{path}.resources.requests", errors)
+    if len(errors.items) > before or name is None:
+        return None
+    return Container(name=name, image=image, requests=requests, limits=limits)
+
+
+def _parse_resource_list(value: object, path: str, errors: _Errors) -> Resources:
+    items = errors.mapping(value, path)
+    for key in items:
+        if key not in SUPPORTED_RESOURCES:
+            errors.add(
+                f"{path}.{key}",
+                "unsupported resource: a VirtualPod is sized from cpu and memory only",
+            )
+    try:
+        cpu = parse_cpu_millis(items["cpu"], f"{path}.cpu") if "cpu" in items else None
+    except QuantityError as error:
+        errors.add(error.field, f"invalid quantity {error.value!r}: {error.reason}")
+        cpu = None
+    try:
+        memory = parse_bytes(items["memory"], f"{path}.memory") if "memory" in items else None
+    except QuantityError as error:
+        errors.add(error.field, f"invalid quantity {error.value!r}: {error.reason}")
+        memory = None
+    return Resources(cpu_millis=cpu, memory_bytes=memory)
+
+
+def _default_requests(requests: Resources, limits: Resources) -> Resources:
+    """Kubernetes pod defaulting: an unset request takes the limit's value."""
+    return Resources(
+        cpu_millis=limits.cpu_millis if requests.cpu_millis is None else requests.cpu_millis,
+        memory_bytes=(
+            limits.memory_bytes if requests.memory_bytes is None else requests.memory_bytes
+        ),
+    )
+
+
+def _check_requests_within_limits(
+    requests: Resources, limits: Resources, path: str, errors: _Errors
+) -> None:
+    if (
+        requests.cpu_millis is not None
+        and limits.cpu_millis is not None
+        and requests.cpu_millis > limits.cpu_millis
+    ):
+        errors.add(
+            f"{path}.cpu",
+            f"{format_cpu(requests.cpu_millis)} must be less than or equal to "
+            f"cpu limit of {format_cpu(limits.cpu_millis)}",
+        )
+    if (
+        requests.memory_bytes is not None
+        and limits.memory_bytes is not None
+        and requests.memory_bytes > limits.memory_bytes
+    ):
+        errors.add(
+            f"{path}.memory",
+            f"{format_bytes(requests.memory_bytes)} must be less than or equal to "
+            f"memory limit of {format_bytes(limits.memory_bytes)}",
+        )
+
+
+def _check_unique_names(
+    containers: Sequence[Container], init_containers: Sequence[Container], errors: _Errors
+) -> None:
+    seen: set[str] = set()
+    for container in (*init_containers, *containers):
+        if container.name in seen:
+            errors.add("spec.containers", f"duplicate container name {container.name!r}")
+        seen.add(container.name)
+
+
+def _parse_suspend_mode(value: object, errors: _Errors) -> SuspendMode | None:
+    if value is None:
+        return None
+    try:
+        return SuspendMode(str(value))
+    except ValueError:
+        errors.add("spec.suspendMode", f"{value!r} must be one of: Save, Pause")
+        return None
+
+
+def _parse_boot(value: object, errors: _Errors) -> DiskBoot | KernelBoot | None:
+    boot = errors.mapping(value, "spec.boot")
+    errors.unknown_fields(boot, "spec.boot", ("disk", "kernel"))
+    if "disk" in boot and "kernel" in boot:
+        errors.add("spec.boot", "set either disk or kernel, not both")
+        return None
+    if "disk" in boot:
+        disk = errors.mapping(boot["disk"], "spec.boot.disk")
+        errors.unknown_fields(disk, "spec.boot.disk", ("path", "format"))
+        path = errors.host_path(disk.get("path"), "spec.boot.disk.path")
+        if "path" not in disk:
+            errors.add("spec.boot.disk.path", "is required")
+        try:
+            disk_format = DiskFormat(str(disk.get("format", DiskFormat.QCOW2)))
+        except ValueError:
+            errors.add("spec.boot.disk.format", "must be one of: qcow2, raw")
+            return None
+        return DiskBoot(path=path, format=disk_format) if path else None
+    if "kernel" in boot:
+        kernel = errors.mapping(boot["kernel"], "spec.boot.kernel")
+        errors.unknown_fields(kernel, "spec.boot.kernel", ("path", "initrd", "cmdline"))
+        path = errors.host_path(kernel.get("path"), "spec.boot.kernel.path")
+        if "path" not in kernel:
+            errors.add("spec.boot.kernel.path", "is required")
+        initrd = errors.host_path(kernel.get("initrd"), "spec.boot.kernel.initrd")
+        cmdline = errors.string(kernel.get("cmdline"), "spec.boot.kernel.cmdline")
+        if cmdline is not None and _PATH_FORBIDDEN.search(cmdline):
+            errors.add("spec.boot.kernel.cmdline", "must not contain control characters")
+        return KernelBoot(path=path, initrd=initrd, cmdline=cmdline) if path else None
+    return None
