@@ -10,7 +10,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class ConditionTimeout(AssertionError):
+class WaitTimeoutError(AssertionError):
     pass
 
 
@@ -22,7 +22,7 @@ def wait_for(
     last: T = probe()
     while not last:
         if time.monotonic() > deadline:
-            raise ConditionTimeout(
+            raise WaitTimeoutError(
                 f"timed out after {timeout}s waiting for {what or probe!r}: {last!r}"
             )
         time.sleep(interval)
@@ -38,7 +38,7 @@ async def async_wait_for(
     last = await probe()
     while not last:
         if time.monotonic() > deadline:
-            raise ConditionTimeout(
+            raise WaitTimeoutError(
                 f"timed out after {timeout}s waiting for {what or probe!r}: {last!r}"
             )
         await asyncio.sleep(interval)

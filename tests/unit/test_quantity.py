@@ -1,0 +1,69 @@
+import pytest
+
+from virtualpod.quantity import (
+    QuantityError,
+    format_bytes,
+    format_cpu,
+    kib_ceil,
+    parse_bytes,
+    parse_cpu_millis,
+)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "millis"),
+    [
+        ("500m", 500),
+        ("0.5", 500),
+        ("1", 1000),
+        (1, 1000),
+        (0.25, 250),
+        ("1e3", 1_000_000),
+        ("0.0001", 1),  # rounded up, like Quantity.MilliValue()
+        ("0", 0),
+    ],
+)
+def test_cpu_spellings(spelling, millis):
+    assert parse_cpu_millis(spelling, "cpu") == millis
+
+
+@pytest.mark.parametrize(
+    ("spelling", "count"),
+    [
+        ("128Mi", 128 * 2**20),
+        ("1.5Gi", 1536 * 2**20),
+        ("2G", 2_000_000_000),
+        ("1e3", 1000),
+        ("1k", 1000),
+        ("1Ki", 1024),
+        (4096, 4096),
+        ("0.5", 1),  # rounded up, like Quantity.Value()
+    ],
+)
+def test_memory_spellings(spelling, count):
+    assert parse_bytes(spelling, "memory") == count
+
+
+@pytest.mark.parametrize("garbage", ["-1", "-100Mi", "abc", "", "1.5.5", "1Zi", True, None, [1]])
+def test_invalid_quantities_name_the_field(garbage):
+    with pytest.raises(QuantityError, match=r"^spec\.x\.memory: invalid quantity"):
+        parse_bytes(garbage, "spec.x.memory")
+
+
+@pytest.mark.parametrize(
+    ("millis", "text"), [(500, "500m"), (1000, "1"), (2500, "2500m"), (0, "0")]
+)
+def test_format_cpu(millis, text):
+    assert format_cpu(millis) == text
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [(1536 * 2**20, "1536Mi"), (2**31, "2Gi"), (1000, "1000"), (2048, "2Ki"), (0, "0")],
+)
+def test_format_bytes(count, text):
+    assert format_bytes(count) == text
+
+
+def test_kib_rounds_up():
+    assert (kib_ceil(1024), kib_ceil(1025), kib_ceil(1)) == (1, 2, 1)

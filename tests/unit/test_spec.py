@@ -1,0 +1,209 @@
+"""Manifest validation and defaulting: every bad input gets a message naming its field."""
+
+import pytest
+
+from tests.unit.manifests import container, virtualpod
+from virtualpod.spec import (
+    DiskBoot,
+    KernelBoot,
+    Resources,
+    SpecError,
+    SuspendMode,
+    parse_virtualpod,
+)
+
+
+def test_requests_default_to_limits():
+    pod = parse_virtualpod(virtualpod(container(limits={"cpu": "10m", "memory": "1Gi"})))
+    assert pod.containers[0].requests == Resources(cpu_millis=10, memory_bytes=2**30)
+
+
+def test_explicit_request_is_kept_even_when_zero():
+    pod = parse_virtualpod(
+        virtualpod(container(requests={"cpu": "0"}, limits={"cpu": "1", "memory": "1Gi"}))
+    )
+    assert pod.containers[0].requests == Resources(cpu_millis=0, memory_bytes=2**30)
+
+
+def test_defaults_namespace_and_reads_everything():
+    manifest = virtualpod(
+        container(),
+        init=(container("init"),),
+        priority=10,
+        priorityClassName="batch-low",
+        suspendMode="Pause",
+        nodeName="host-1",
+        boot={
+            "kernel": {
+                "path": "/boot/vmlinuz",
+                "initrd": "/boot/initrd.img",
+                "cmdline": "console=ttyS0",
+            }
+        },
+    )
+    del manifest["metadata"]["namespace"]
+    manifest["metadata"]["uid"] = "0b7f3c52-4e2a-4a55-9c1e-1f0e2c1d9a10"
+    pod = parse_virtualpod(manifest)
+    assert pod.namespace == "default"
+    assert pod.priority == 10
+    assert pod.priority_class_name == "batch-low"
+    assert pod.suspend_mode is SuspendMode.PAUSE
+    assert pod.node_name == "host-1"
+    assert pod.boot == KernelBoot("/boot/vmlinuz", "/boot/initrd.img", "console=ttyS0")
+    assert [c.name for c in pod.all_containers] == ["init", "app"]
+
+
+def test_disk_boot_defaults_to_qcow2():
+    pod = parse_virtualpod(virtualpod(container(), boot={"disk": {"path": "/var/lib/vm.img"}}))
+    assert pod.boot == DiskBoot("/var/lib/vm.img")
+
+
+def errors_of(manifest):
+    with pytest.raises(SpecError) as caught:
+        parse_virtualpod(manifest)
+    return {error.path: error.message for error in caught.value.errors}
+
+
+BAD = [
+    (
+        "invalid quantity",
+        virtualpod(container(limits={"memory": "lots"})),
+        "spec.containers[0].resources.limits.memory",
+        "invalid quantity 'lots'",
+    ),
+    (
+        "negative quantity",
+        virtualpod(container(requests={"cpu": "-1"})),
+        "spec.containers[0].resources.requests.cpu",
+        "must not be negative",
+    ),
+    (
+        "request above limit",
+        virtualpod(container(requests={"memory": "2Gi"}, limits={"memory": "1Gi"})),
+        "spec.containers[0].resources.requests.memory",
+        "2Gi must be less than or equal to memory limit of 1Gi",
+    ),
+    (
+        "name that is not a DNS label",
+        virtualpod(container(), name="My_VM"),
+        "metadata.name",
+        "not a DNS-1123 label",
+    ),
+    (
+        "name that would break XML",
+        virtualpod(container(), name="a<b>&'c"),
+        "metadata.name",
+        "not a DNS-1123 label",
+    ),
+    (
+        "name that would break paths",
+        virtualpod(container(), name="../etc"),
+        "metadata.name",
+        "not a DNS-1123 label",
+    ),
+    (
+        "container name too long",
+        virtualpod(container("x" * 64)),
+        "spec.containers[0].name",
+        "not a DNS-1123 label",
+    ),
+    ("unknown spec field", virtualpod(container(), replicas=3), "spec.replicas", "unknown field"),
+    (
+        "unknown container field",
+        virtualpod({**container(), "ports": [{"containerPort": 80}]}),
+        "spec.containers[0].ports",
+        "unknown field",
+    ),
+    (
+        "unsupported resource",
+        virtualpod(container(limits={"nvidia.com/gpu": 1})),
+        "spec.containers[0].resources.limits.nvidia.com/gpu",
+        "unsupported resource",
+    ),
+    ("no containers", virtualpod(), "spec.containers", "at least one container"),
+    (
+        "duplicate container names",
+        virtualpod(container("a"), init=(container("a"),)),
+        "spec.containers",
+        "duplicate container name 'a'",
+    ),
+    (
+        "priority not an integer",
+        virtualpod(container(), priority="high"),
+        "spec.priority",
+        "32-bit integer",
+    ),
+    (
+        "priority out of int32 range",
+        virtualpod(container(), priority=2**31),
+        "spec.priority",
+        "32-bit integer",
+    ),
+    (
+        "unknown suspend mode",
+        virtualpod(container(), suspendMode="Hibernate"),
+        "spec.suspendMode",
+        "Save, Pause",
+    ),
+    (
+        "relative disk path",
+        virtualpod(container(), boot={"disk": {"path": "images/vm.qcow2"}}),
+        "spec.boot.disk.path",
+        "absolute path",
+    ),
+    (
+        "path escaping with ..",
+        virtualpod(container(), boot={"disk": {"path": "/var/lib/../../etc/shadow"}}),
+        "spec.boot.disk.path",
+        "normalized path",
+    ),
+    (
+        "control character in a path",
+        virtualpod(container(), boot={"kernel": {"path": "/boot/vmlinuz\n"}}),
+        "spec.boot.kernel.path",
+        "control characters",
+    ),
+    (
+        "disk and kernel together",
+        virtualpod(container(), boot={"disk": {"path": "/a"}, "kernel": {"path": "/b"}}),
+        "spec.boot",
+        "either disk or kernel",
+    ),
+    (
+        "containers not a list",
+        virtualpod(container()) | {"spec": {"containers": {"name": "a"}}},
+        "spec.containers",
+        "must be a list",
+    ),
+    (
+        "wrong apiVersion",
+        virtualpod(container()) | {"apiVersion": "virtualpod.dev/v1"},
+        "apiVersion",
+        "must be 'virtualpod.dev/v1alpha1'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("manifest", "path", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_input_names_the_field(manifest, path, message):
+    errors = errors_of(manifest)
+    assert path in errors, errors
+    assert message in errors[path]
+
+
+def test_every_problem_is_reported_at_once():
+    errors = errors_of(virtualpod(container("A", limits={"cpu": "x", "memory": "-1"}), foo=1))
+    assert set(errors) == {
+        "spec.containers[0].name",
+        "spec.containers[0].resources.limits.cpu",
+        "spec.containers[0].resources.limits.memory",
+        "spec.foo",
+    }
+
+
+@pytest.mark.parametrize("garbage", [None, "text", 42, [1, 2], {"spec": "x"}])
+def test_garbage_objects_raise_spec_error_not_crash(garbage):
+    with pytest.raises(SpecError):
+        parse_virtualpod(garbage)
