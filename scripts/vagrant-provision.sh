@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Provision the Vagrant box (run as root by `vagrant up`): the project's own install
+# and libvirtd scripts, single-node k3s, the CRD, the operator as a systemd service
+# (`virtualpod run` from the repository's venv: the box has no image registry), the demo
+# VirtualPods, and `virtualpod-pressure-demo`.
+# Idempotent: `vagrant provision` re-runs it.
+set -euo pipefail
+
+SRC="${VIRTUALPOD_SRC:-/vagrant}"
+GUEST_DIR=/var/lib/virtualpod/guest
+SETTINGS=/etc/virtualpod/settings.yaml
+KUBECONFIG_FILE=/etc/rancher/k3s/k3s.yaml
+export DEBIAN_FRONTEND=noninteractive
+
+log() { echo "vagrant-provision: $*"; }
+
+wait_until() {  # wait_until SECONDS CMD...: poll a condition once a second
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        (( SECONDS < deadline )) || return 1
+        sleep 1
+    done
+}
+
+log "packages (scripts/install-deps.sh)"
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null
+bash "$SRC/scripts/install-deps.sh"
+
+log "libvirtd as a systemd unit around scripts/libvirtd.sh"
+cat >/etc/systemd/system/virtualpod-libvirtd.service <<UNIT
+[Unit]
+Description=libvirtd + virtlogd for virtualpod (scripts/libvirtd.sh)
+After=network.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+Environment=VIRTUALPOD_RUN_DIR=/run/virtualpod/libvirtd
+ExecStart=/bin/bash $SRC/scripts/libvirtd.sh start
+ExecStop=/bin/bash $SRC/scripts/libvirtd.sh stop
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now virtualpod-libvirtd.service
+
+log "test guest for the pressure demo (scripts/guest.sh)"
+bash "$SRC/scripts/guest.sh" "$GUEST_DIR"
+
+log "k3s (single node)"
+if ! command -v k3s >/dev/null; then
+    curl -sfL https://get.k3s.io |
+        INSTALL_K3S_EXEC="--disable traefik --write-kubeconfig-mode 644" sh -
+fi
+export KUBECONFIG="$KUBECONFIG_FILE"
+wait_until 300 kubectl get nodes
+wait_until 300 kubectl wait --for=condition=Ready node --all --timeout=5s
+install -d -o vagrant -g vagrant /home/vagrant/.kube
+install -m 600 -o vagrant -g vagrant "$KUBECONFIG_FILE" /home/vagrant/.kube/config
+
+log "CRD and PriorityClasses"
+kubectl apply -f "$SRC/crds/virtualpod.dev_virtualpods.yaml"
+kubectl apply -f "$SRC/manifests/priorityclasses.yaml"
+kubectl wait --for=condition=Established crd/virtualpods.virtualpod.dev --timeout=60s
+
+log "operator settings: the demo's small sizes, the VM pool as the signal"
+# The pool signal with 1Gi allocatable: the demo VMs fit, and a guest that fills
+# memory (manifests/demo/pressure/hog.yaml) exhausts it without starving the box.
+total_kib="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+reserved_mib=$(( total_kib / 1024 - 1024 ))
+domain_type=qemu
+[[ -r /dev/kvm && -w /dev/kvm ]] && domain_type=kvm
+install -d /etc/virtualpod
+cat >"$SETTINGS" <<YAML
+# Written by scripts/vagrant-provision.sh; see docs/settings.md.
+libvirtURI: qemu:///system
+hostName: $(hostname)
+domainType: $domain_type
+defaultContainerSize: {cpu: 500m, memory: 128Mi}
+padding: {memory: 32Mi}
+reserved: {memory: ${reserved_mib}Mi}
+eviction:
+  signal: pool
+  hard: {memoryAvailable: 100Mi}
+  pressureTransitionPeriod: 10s
+  samplingInterval: 500ms
+  suspendMode: Save
+YAML
+log "domainType: $domain_type (kvm when nested virtualization reaches the box)"
+
+log "the operator as a systemd service"
+ln -sf "$SRC/.venv/bin/virtualpod" /usr/local/bin/virtualpod
+cat >/etc/systemd/system/virtualpod-operator.service <<UNIT
+[Unit]
+Description=virtualpod operator (virtualpod run)
+After=virtualpod-libvirtd.service k3s.service
+Requires=virtualpod-libvirtd.service
+
+[Service]
+Environment=KUBECONFIG=$KUBECONFIG_FILE
+Environment=PYTHONUNBUFFERED=1
+ExecStart=$SRC/.venv/bin/virtualpod run --config $SETTINGS --standalone
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable virtualpod-operator.service
+systemctl restart virtualpod-operator.service
+
+log "demo VirtualPods (one per QoS class)"
+kubectl apply -f "$SRC/manifests/demo/namespace.yaml"
+for qos in besteffort burstable guaranteed; do
+    kubectl apply -f "$SRC/manifests/demo/$qos.yaml"
+done
+ln -sf "$SRC/scripts/pressure-demo.sh" /usr/local/bin/virtualpod-pressure-demo
+if ! wait_until 180 sh -c \
+    "[ \$(kubectl get vpod -n vpod-demo -o jsonpath='{.items[*].status.phase}' | tr ' ' '\n' | grep -c '^Running$') -eq 3 ]"; then
+    log "the demo VirtualPods are not all Running yet; see: journalctl -u virtualpod-operator"
+fi
+kubectl get vpod -n vpod-demo
+log "done: vagrant ssh -c 'virtualpod-pressure-demo'"

@@ -1,0 +1,103 @@
+"""The Vagrant box is not booted in CI, so check what can be checked without it:
+the Vagrantfile's Ruby syntax, and that every script and manifest it provisions
+exists, is `bash -n` clean and plans."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virtualpod.plan import plan_virtualpod
+from virtualpod.qos import QOSClass
+from virtualpod.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+VAGRANTFILE = REPO / "Vagrantfile"
+PROVISION = REPO / "scripts" / "vagrant-provision.sh"
+
+
+def _provision_paths() -> list[str]:
+    return re.findall(r'path:\s*"([^"]+)"', VAGRANTFILE.read_text(encoding="utf-8"))
+
+
+def _referenced_from_provisioning(prefix: str) -> set[str]:
+    """Repository files the provision and demo scripts use, as `$SRC/...` or `$REPO/...`."""
+    found: set[str] = set()
+    for script in (PROVISION, REPO / "scripts" / "pressure-demo.sh"):
+        text = script.read_text(encoding="utf-8")
+        found.update(re.findall(rf"\$(?:SRC|REPO)/({prefix}[\w./$-]+)", text))
+    return found
+
+
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
+def test_vagrantfile_is_valid_ruby():
+    result = subprocess.run(
+        ["ruby", "-c", str(VAGRANTFILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Syntax OK" in result.stdout
+
+
+def test_vagrantfile_uses_libvirt_with_nested_virtualization():
+    text = VAGRANTFILE.read_text(encoding="utf-8")
+    assert "config.vm.provider :libvirt" in text
+    assert re.search(r"libvirt\.nested\s*=\s*true", text)
+    assert 'config.vm.box = "debian/bookworm64"' in text
+
+
+def test_vagrantfile_provisions_with_the_project_scripts():
+    assert _provision_paths() == ["scripts/vagrant-provision.sh"]
+    scripts = _referenced_from_provisioning("scripts/")
+    # The box reuses what CI runs: the installer and the daemon script.
+    assert {"scripts/install-deps.sh", "scripts/libvirtd.sh", "scripts/guest.sh"} <= scripts
+
+
+@pytest.mark.parametrize(
+    "script",
+    sorted(
+        {"scripts/vagrant-provision.sh", "scripts/pressure-demo.sh"}
+        | _referenced_from_provisioning("scripts/")
+    ),
+)
+def test_provision_scripts_exist_and_parse(script: str):
+    path = REPO / script
+    assert path.is_file(), f"{script} is referenced by the Vagrant provisioning but missing"
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_provisioned_manifests_exist_and_plan():
+    manifests = _referenced_from_provisioning("manifests/") | _referenced_from_provisioning("crds/")
+    # `$qos.yaml` in a loop: expand it as the scripts do.
+    expanded = {
+        m.replace("$qos", qos)
+        for m in manifests
+        for qos in ("besteffort", "burstable", "guaranteed")
+    }
+    assert "manifests/demo/pressure/hog.yaml" in expanded
+    settings = load_settings(REPO / "manifests" / "demo" / "settings.yaml")
+    classes = set()
+    for name in sorted(expanded):
+        path = REPO / name
+        assert path.is_file(), f"{name} is applied by the Vagrant provisioning but missing"
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if document and document.get("kind") == "VirtualPod":
+                classes.add(plan_virtualpod(document, settings).qos_class)
+    assert classes == set(QOSClass)
+
+
+def test_hog_guest_does_not_outgrow_its_hard_limit():
+    """The hog must fill the VM pool, not be OOM-killed by its own cgroup."""
+    settings = load_settings(REPO / "manifests" / "demo" / "settings.yaml")
+    hog = yaml.safe_load((REPO / "manifests/demo/pressure/hog.yaml").read_text(encoding="utf-8"))
+    plan = plan_virtualpod(hog, settings)
+    touch_mib = int(re.search(r"vp\.touch=(\d+)", hog["spec"]["boot"]["kernel"]["cmdline"])[1])
+    assert plan.qos_class is QOSClass.GUARANTEED
+    assert touch_mib * 2**20 < plan.size.memory_bytes
+    assert plan.memtune.hard_limit_bytes is not None
+    assert touch_mib * 2**20 + 128 * 2**20 < plan.memtune.hard_limit_bytes
