@@ -6,6 +6,7 @@
 #            and writes the same line to $RUN_DIR/env (source it).
 #   stop     stops only the daemons this script started (by its pid files).
 #   restart  restarts libvirtd only (running domains survive, virtlogd stays).
+#   stop-libvirtd  stops libvirtd only (tests: "daemon unreachable").
 #   status   exit 0 when qemu:///system answers.
 #
 # Needs root.  Writes user/group root and security_driver none into
@@ -150,6 +151,7 @@ case "${1:-}" in
     start) start ;;
     stop) stop_one libvirtd; stop_one virtlogd ;;
     restart) stop_one libvirtd; start ;;
+    stop-libvirtd) stop_one libvirtd ;;
     status) status ;;
-    *) echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|restart|stop-libvirtd|status" >&2; exit 2 ;;
 esac
