@@ -2,7 +2,7 @@
 # Replay the memory-pressure demo in a cluster where the operator runs with the VM pool
 # as its signal (the Vagrant box: scripts/vagrant-provision.sh). While it runs,
 # `kubectl get vpod -w` shows the phases change:
-#   1. a Guaranteed VM that fills 800 MiB is created (manifests/demo/pressure/hog.yaml);
+#   1. a Guaranteed VM that fills 832 MiB is created (manifests/demo/pressure/hog.yaml);
 #   2. the pool runs out: BestEffort `batch` is suspended, then Burstable `web`
 #      (Guaranteed `database` and `hog` never are);
 #   3. the hog is deleted: after the transition period `web`, then `batch`, resume.
@@ -37,7 +37,7 @@ echo "== kubectl get vpod -w (phase changes as they happen)"
 kubectl get vpod -n "$NS" -w &
 watcher=$!
 
-echo "== creating a Guaranteed VM that fills 800 MiB of the 1Gi VM pool"
+echo "== creating a Guaranteed VM that fills 832 MiB of the 1152Mi VM pool"
 kubectl apply -f "$REPO/manifests/demo/pressure/hog.yaml" >/dev/null
 phase_is batch Suspended "$TIMEOUT" >/dev/null
 echo "== BestEffort batch suspended"

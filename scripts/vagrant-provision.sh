@@ -66,10 +66,12 @@ kubectl apply -f "$SRC/manifests/priorityclasses.yaml"
 kubectl wait --for=condition=Established crd/virtualpods.virtualpod.dev --timeout=60s
 
 log "operator settings: the demo's small sizes, the VM pool as the signal"
-# The pool signal with 1Gi allocatable: the demo VMs fit, and a guest that fills
-# memory (manifests/demo/pressure/hog.yaml) exhausts it without starving the box.
+# The pool signal with 1152Mi allocatable: the requests of the demo VMs and of the
+# hog (manifests/demo/pressure/hog.yaml) fit, so all are admitted, but once the hog's
+# guest has filled its memory the VMs' working sets exhaust the pool, without starving
+# the box itself.
 total_kib="$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-reserved_mib=$(( total_kib / 1024 - 1024 ))
+reserved_mib=$(( total_kib / 1024 - 1152 ))
 domain_type=qemu
 [[ -r /dev/kvm && -w /dev/kvm ]] && domain_type=kvm
 install -d /etc/virtualpod
