@@ -1,0 +1,580 @@
+"""The CRD and the deploy manifests, checked the way a cluster would check them.
+
+Every built-in object is validated against the Kubernetes 1.31 OpenAPI schemas
+(kubernetes-validate, strict). VirtualPods go through what the API server does with
+the CRD: pruning, OpenAPI validation and the CEL rules on a real CEL interpreter.
+The CRD and `virtualpod.spec` must agree: the examples pass both, and every bad
+object is rejected by both.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.manifests.k8s_schema import CelValidator, admit, iter_rules, openapi_errors, prune
+from virtualpod import cli
+from virtualpod.settings import DEFAULTS_YAML, Settings, settings_from_mapping
+from virtualpod.spec import SpecError, parse_virtualpod
+
+KUBERNETES_VERSION = "1.31"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_FILE = ROOT / "crds" / "virtualpod.dev_virtualpods.yaml"
+MANIFESTS = ROOT / "manifests"
+EXAMPLES = sorted((MANIFESTS / "examples").glob("*.yaml"))
+OPERATOR_NAMESPACE = "virtualpod-system"
+SETTINGS_PATH = "/etc/virtualpod/settings.yaml"
+LIBVIRT_SOCKET = "/var/run/libvirt/libvirt-sock"
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def deploy_files() -> list[Path]:
+    """Every file `kubectl apply -k manifests/` ships, plus the examples."""
+    return [CRD_FILE, *sorted(MANIFESTS.glob("*.yaml")), *EXAMPLES]
+
+
+def find(kind: str, name: str | None = None) -> dict[str, Any]:
+    for path in deploy_files():
+        for doc in documents(path):
+            if doc.get("kind") == kind and name in (None, doc["metadata"]["name"]):
+                return doc
+    raise AssertionError(f"no {kind} {name or ''} in the manifests")
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    (doc,) = documents(CRD_FILE)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def schema(crd: dict[str, Any]) -> dict[str, Any]:
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def cel(schema: dict[str, Any]) -> CelValidator:
+    pytest.importorskip("celpy", reason="cel-python evaluates the CRD's CEL rules")
+    return CelValidator(schema)
+
+
+# --- every manifest is a valid Kubernetes object -------------------------------------
+
+
+def built_in_objects() -> Iterator[Any]:
+    for path in deploy_files():
+        for index, doc in enumerate(documents(path)):
+            if doc["kind"] not in ("VirtualPod", "Kustomization"):
+                yield pytest.param(doc, id=f"{path.relative_to(ROOT)}#{index}")
+
+
+@pytest.mark.parametrize("obj", built_in_objects())
+def test_manifest_is_valid_for_kubernetes_1_31(obj: dict[str, Any]) -> None:
+    assert kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True) == KUBERNETES_VERSION
+
+
+def test_kustomization_applies_every_manifest_but_the_examples() -> None:
+    (kustomization,) = documents(MANIFESTS / "kustomization.yaml")
+    listed = set(kustomization["resources"])
+    shipped = {path.name for path in MANIFESTS.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == shipped | {"../crds"}
+    (crds,) = documents(ROOT / "crds" / "kustomization.yaml")
+    assert crds["resources"] == [CRD_FILE.name]
+
+
+# --- the CRD --------------------------------------------------------------------------
+
+
+def test_crd_names_scope_and_version(crd: dict[str, Any]) -> None:
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == "virtualpods.virtualpod.dev"
+    assert spec["group"] == "virtualpod.dev"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"] == {
+        "kind": "VirtualPod",
+        "listKind": "VirtualPodList",
+        "plural": "virtualpods",
+        "singular": "virtualpod",
+        "shortNames": ["vpod"],
+        "categories": ["all"],
+    }
+    (version,) = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1alpha1", True, True)
+    assert version["subresources"] == {"status": {}}
+
+
+def schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = schema
+    for part in json_path.strip(".").split("."):
+        node = (node or {}).get("properties", {}).get(part)
+    return node
+
+
+def test_printer_columns_point_at_declared_fields(crd: dict[str, Any]) -> None:
+    (version,) = crd["spec"]["versions"]
+    columns = {column["name"]: column for column in version["additionalPrinterColumns"]}
+    assert list(columns) == ["QoS", "Phase", "Reason", "vCPUs", "Memory", "Host", "Age"]
+    schema = version["schema"]["openAPIV3Schema"]
+    for name, column in columns.items():
+        if name != "Age":
+            assert schema_at(schema, column["jsonPath"]) is not None, column
+    assert columns["Age"]["jsonPath"] == ".metadata.creationTimestamp"
+
+
+def walk_schema(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path or "<root>", node
+    for key, child in node.get("properties", {}).items():
+        yield from walk_schema(child, f"{path}.{key}")
+    if isinstance(node.get("items"), dict):
+        yield from walk_schema(node["items"], f"{path}[]")
+
+
+def test_schema_is_structural_and_prunes_everything_but_kopf_bookkeeping(
+    schema: dict[str, Any],
+) -> None:
+    preserved = [
+        path
+        for path, node in walk_schema(schema)
+        if node.get("x-kubernetes-preserve-unknown-fields")
+    ]
+    assert preserved == [".status.kopf"]
+    for path, node in walk_schema(schema):
+        assert "type" in node or node.get("x-kubernetes-int-or-string"), path
+
+
+def test_cel_rules_stay_within_the_cost_budget(schema: dict[str, Any]) -> None:
+    """What the API server's cost estimator needs to accept the rules: bounded lists and
+    strings under every rule, and no string() conversion (its result size is unbounded)."""
+    for path, node in walk_schema(schema):
+        if not path.startswith(".spec"):
+            continue
+        if node.get("type") == "array":
+            assert "maxItems" in node, path
+        if node.get("type") == "string" and "enum" not in node:
+            assert "maxLength" in node, path
+    for rule in iter_rules(schema):
+        assert not re.search(r"\bstring\(", rule.rule), rule
+
+
+def test_every_cel_rule_compiles(cel: CelValidator) -> None:
+    assert len(cel.compile_all()) >= 8
+
+
+# --- the CRD and virtualpod.spec agree ------------------------------------------------
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)
+def test_example_is_accepted_by_the_crd_and_by_the_operator(
+    path: Path, schema: dict[str, Any], cel: CelValidator
+) -> None:
+    (obj,) = documents(path)
+    assert prune(obj, schema) == obj, "the example has fields the API server would drop"
+    assert admit(obj, schema, cel) == []
+    parse_virtualpod(obj)
+
+
+def vpod(**spec: Any) -> dict[str, Any]:
+    spec.setdefault("containers", [{"name": "app", "image": "busybox"}])
+    return {
+        "apiVersion": "virtualpod.dev/v1alpha1",
+        "kind": "VirtualPod",
+        "metadata": {"name": "vm", "namespace": "default"},
+        "spec": spec,
+    }
+
+
+def container(name: str = "app", **resources: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "resources": resources} if resources else {"name": name}
+
+
+GOOD = {
+    "request equals limit, spelled differently": vpod(
+        containers=[
+            container(
+                requests={"cpu": "1", "memory": "1Gi"}, limits={"cpu": "1000m", "memory": "1024Mi"}
+            )
+        ]
+    ),
+    "integer quantities": vpod(
+        containers=[
+            container(
+                requests={"cpu": 1, "memory": 1073741824}, limits={"cpu": 2, "memory": 2147483648}
+            )
+        ]
+    ),
+    "integer request, string limit": vpod(
+        containers=[container(requests={"cpu": 1}, limits={"cpu": "1500m"})]
+    ),
+    "string request, integer limit": vpod(
+        containers=[container(requests={"memory": "1G"}, limits={"memory": 1000000000})]
+    ),
+    "exponent and decimal spellings": vpod(
+        containers=[
+            container(
+                requests={"cpu": "0.5", "memory": "1e3"}, limits={"cpu": ".75", "memory": "1.5Ki"}
+            )
+        ]
+    ),
+    "limit only": vpod(containers=[container(limits={"cpu": "250m", "memory": "64Mi"})]),
+    "init container and app container": vpod(
+        initContainers=[container("init")], containers=[container("app")]
+    ),
+    "disk boot, raw": vpod(boot={"disk": {"path": "/var/lib/vm/a.img", "format": "raw"}}),
+    "kernel boot": vpod(
+        boot={
+            "kernel": {
+                "path": "/boot/vmlinuz",
+                "initrd": "/boot/initrd.img",
+                "cmdline": "console=ttyS0 quiet",
+            }
+        }
+    ),
+    "hidden file and dotted names": vpod(boot={"disk": {"path": "/srv/.images/vm..1.qcow2"}}),
+    "priority and class, suspend mode, node": vpod(
+        priority=-5, priorityClassName="batch-low", suspendMode="Pause", nodeName="host-1.lab"
+    ),
+}
+
+
+@pytest.mark.parametrize("obj", list(GOOD.values()), ids=list(GOOD))
+def test_accepted_by_both(obj: dict[str, Any], schema: dict[str, Any], cel: CelValidator) -> None:
+    assert admit(obj, schema, cel) == []
+    parse_virtualpod(obj)
+
+
+def with_name(name: str) -> dict[str, Any]:
+    obj = vpod()
+    obj["metadata"]["name"] = name
+    return obj
+
+
+# (object, a phrase the API server's error must contain)
+BAD = {
+    "cpu request above limit": (
+        vpod(containers=[container(requests={"cpu": "600m"}, limits={"cpu": "500m"})]),
+        "cpu request must be less than or equal to cpu limit",
+    ),
+    "memory request above limit, different units": (
+        vpod(containers=[container(requests={"memory": "1Gi"}, limits={"memory": "1000Mi"})]),
+        "memory request must be less than or equal to memory limit",
+    ),
+    "integer request above string limit": (
+        vpod(containers=[container(requests={"cpu": 2}, limits={"cpu": "1500m"})]),
+        "cpu request must be less than or equal to cpu limit",
+    ),
+    "string request above integer limit": (
+        vpod(
+            initContainers=[container("init", requests={"memory": "2k"}, limits={"memory": 1999})]
+        ),
+        "memory request must be less than or equal to memory limit",
+    ),
+    "integer request above integer limit": (
+        vpod(containers=[container(requests={"cpu": 3}, limits={"cpu": 2})]),
+        "cpu request must be less than or equal to cpu limit",
+    ),
+    "duplicate container names": (
+        vpod(containers=[container("app"), container("app")]),
+        "container names must be unique",
+    ),
+    "name shared by an init container": (
+        vpod(initContainers=[container("app")], containers=[container("app")]),
+        "unique across containers and initContainers",
+    ),
+    "garbage quantity": (vpod(containers=[container(limits={"cpu": "one"})]), "does not match"),
+    "two decimal points": (
+        vpod(containers=[container(requests={"memory": "1.5.5Gi"})]),
+        "does not match",
+    ),
+    "unknown suffix": (vpod(containers=[container(limits={"memory": "1GB"})]), "does not match"),
+    "negative string quantity": (
+        vpod(containers=[container(requests={"cpu": "-1"})]),
+        "does not match",
+    ),
+    "negative integer quantity": (
+        vpod(containers=[container(limits={"memory": -1})]),
+        "must not be negative",
+    ),
+    "uppercase container name": (vpod(containers=[container("Web")]), "does not match"),
+    "container name too long": (vpod(containers=[container("a" * 64)]), "is too long"),
+    "no containers": (vpod(containers=[]), "should be non-empty"),
+    "containers missing": (
+        {
+            "apiVersion": "virtualpod.dev/v1alpha1",
+            "kind": "VirtualPod",
+            "metadata": {"name": "vm"},
+            "spec": {"priority": 1},
+        },
+        "'containers' is a required property",
+    ),
+    "container without a name": (vpod(containers=[{"image": "x"}]), "'name' is a required"),
+    "object name not a DNS label": (with_name("web.v2"), "metadata.name must be a DNS-1123 label"),
+    "disk and kernel both": (
+        vpod(boot={"disk": {"path": "/a.img"}, "kernel": {"path": "/vmlinuz"}}),
+        "set either disk or kernel, not both",
+    ),
+    "relative disk path": (vpod(boot={"disk": {"path": "images/a.qcow2"}}), "does not match"),
+    "dot-dot in kernel path": (
+        vpod(boot={"kernel": {"path": "/boot/../vmlinuz"}}),
+        "does not match",
+    ),
+    "dot segment in initrd path": (
+        vpod(boot={"kernel": {"path": "/vmlinuz", "initrd": "/boot/./initrd"}}),
+        "does not match",
+    ),
+    "control character in path": (vpod(boot={"disk": {"path": "/a\nb.img"}}), "does not match"),
+    "root is not a file": (vpod(boot={"disk": {"path": "/"}}), "does not match"),
+    "disk without path": (vpod(boot={"disk": {"format": "raw"}}), "'path' is a required"),
+    "unknown disk format": (
+        vpod(boot={"disk": {"path": "/a.vmdk", "format": "vmdk"}}),
+        "is not one of",
+    ),
+    "control character in cmdline": (
+        vpod(boot={"kernel": {"path": "/vmlinuz", "cmdline": "a\x07b"}}),
+        "does not match",
+    ),
+    "unknown suspend mode": (vpod(suspendMode="Hibernate"), "is not one of"),
+    "priority beyond int32": (vpod(priority=2**31), "is greater than the maximum"),
+    "priority not an integer": (vpod(priority="high"), "is not of type 'integer'"),
+    "priority class not a DNS subdomain": (vpod(priorityClassName="Batch_Low"), "does not match"),
+    "node name not a DNS subdomain": (vpod(nodeName="host 1"), "does not match"),
+}
+
+
+@pytest.mark.parametrize(("obj", "phrase"), list(BAD.values()), ids=list(BAD))
+def test_rejected_by_both(
+    obj: dict[str, Any], phrase: str, schema: dict[str, Any], cel: CelValidator
+) -> None:
+    errors = admit(obj, schema, cel)
+    assert any(phrase in error for error in errors), errors
+    with pytest.raises(SpecError):
+        parse_virtualpod(obj)
+
+
+def test_more_containers_than_the_schema_allows_are_rejected(schema: dict[str, Any]) -> None:
+    """The cap keeps the CEL cost estimate bounded; the operator itself has no cap."""
+    obj = vpod(containers=[container(f"c{index}") for index in range(17)])
+    assert any("is too long" in error for error in openapi_errors(obj, schema))
+
+
+def test_unknown_fields_are_pruned_before_the_operator_sees_them(
+    schema: dict[str, Any], cel: CelValidator
+) -> None:
+    clean = vpod(containers=[container(requests={"cpu": "100m"}, limits={"cpu": "200m"})])
+    dirty = copy.deepcopy(clean)
+    dirty["spec"]["hostNetwork"] = True
+    dirty["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    dirty["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 1
+    dirty["spec"]["boot"] = {"disk": {"path": "/a.img", "bus": "virtio"}}
+    dirty["status"] = {
+        "phase": "Running",
+        "kopf": {"progress": {"create": {"retries": 1}}},
+        "whatever": 1,
+    }
+    pruned = prune(dirty, schema)
+    expected = copy.deepcopy(clean)
+    expected["spec"]["boot"] = {"disk": {"path": "/a.img"}}
+    expected["status"] = {"phase": "Running", "kopf": {"progress": {"create": {"retries": 1}}}}
+    assert pruned == expected
+    assert admit(dirty, schema, cel) == []
+    parse_virtualpod(pruned)
+    # Without an API server in front (e.g. an emulator), the operator rejects them itself.
+    with pytest.raises(SpecError, match="unknown field"):
+        parse_virtualpod(dirty)
+
+
+STATUS = {
+    "qosClass": "Burstable",
+    "phase": "Suspended",
+    "reason": "MemoryPressure",
+    "message": "suspended to free memory: host memory.available 80Mi < 100Mi",
+    "observedGeneration": 3,
+    "suspendedAt": "2025-01-01T00:00:00Z",
+    "suspendReason": "MemoryPressure",
+    "vm": {
+        "domainName": "default-web",
+        "uuid": "7d3b2c1e-8f00-4e4a-9d1c-0a1b2c3d4e5f",
+        "host": "host-1",
+        "vcpus": 2,
+        "memory": "1Gi",
+        "state": "shutoff",
+        "suspendMode": "Save",
+    },
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "Suspended",
+            "message": "managed save",
+            "lastTransitionTime": "2025-01-01T00:00:00Z",
+            "observedGeneration": 3,
+        }
+    ],
+}
+
+
+def test_status_shape_is_kept_whole(schema: dict[str, Any]) -> None:
+    obj = vpod()
+    obj["status"] = STATUS
+    assert prune(obj, schema)["status"] == STATUS
+    assert openapi_errors(obj, schema) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "phrase"),
+    [
+        ({"phase": "Sleeping"}, "is not one of"),
+        ({"qosClass": "guaranteed"}, "is not one of"),
+        ({"conditions": [{"type": "Ready", "status": "Maybe"}]}, "is not one of"),
+        (
+            {"conditions": [{"type": "Ready", "status": "True", "reason": "not camel"}]},
+            "does not match",
+        ),
+    ],
+)
+def test_status_rejects_what_no_reader_expects(
+    status: dict[str, Any], phrase: str, schema: dict[str, Any]
+) -> None:
+    obj = vpod()
+    obj["status"] = status
+    assert any(phrase in error for error in openapi_errors(obj, schema))
+
+
+# --- deployment -----------------------------------------------------------------------
+
+
+def test_settings_configmap_is_the_defaults_with_the_system_libvirt() -> None:
+    configmap = find("ConfigMap", "virtualpod-settings")
+    assert configmap["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    text = configmap["data"]["settings.yaml"]
+    changed = [
+        (ours, default)
+        for ours, default in zip(text.splitlines(), DEFAULTS_YAML.splitlines(), strict=True)
+        if ours != default
+    ]
+    assert [ours.split("#")[0].strip() for ours, _ in changed] == ["libvirtURI: qemu:///system"]
+    settings = settings_from_mapping(yaml.safe_load(text))
+    assert settings == Settings(libvirt_uri="qemu:///system")
+
+
+def operator_pod() -> dict[str, Any]:
+    return find("DaemonSet", "virtualpod-operator")["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_operator_command_line_is_one_virtualpod_run_accepts() -> None:
+    pod = operator_pod()
+    (operator,) = pod["containers"]
+    argv = [arg.replace("$(HOST_NAME)", "node-1") for arg in operator["args"]]
+    assert operator["command"] == ["virtualpod"]
+    args = cli.build_parser().parse_args(argv)
+    assert args.config == SETTINGS_PATH
+    assert args.host_name == "node-1"
+    assert args.standalone is True
+    assert args.liveness == "http://0.0.0.0:8080/healthz"
+    env = {item["name"]: item for item in operator["env"]}
+    assert env["HOST_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    probe = operator["livenessProbe"]["httpGet"]
+    port = {port["name"]: port["containerPort"] for port in operator["ports"]}[probe["port"]]
+    assert f"http://0.0.0.0:{port}{probe['path']}" == args.liveness
+
+
+def test_operator_mounts_its_settings_and_the_libvirt_socket() -> None:
+    pod = operator_pod()
+    (operator,) = pod["containers"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: volumes[mount["name"]] for mount in operator["volumeMounts"]}
+    settings_dir, settings_file = SETTINGS_PATH.rsplit("/", 1)
+    config = mounts[settings_dir]["configMap"]
+    assert config["name"] == "virtualpod-settings"
+    assert {"key": "settings.yaml", "path": settings_file} in config["items"]
+    socket_dir = LIBVIRT_SOCKET.rsplit("/", 1)[0]
+    assert mounts[socket_dir]["hostPath"]["path"] == socket_dir
+
+
+def test_operator_runs_with_least_privilege() -> None:
+    pod = operator_pod()
+    (operator,) = pod["containers"]
+    context = operator["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert not context.get("privileged")
+    for host_namespace in ("hostPID", "hostNetwork", "hostIPC"):
+        assert not pod.get(host_namespace), host_namespace
+    assert pod["serviceAccountName"] == find("ServiceAccount")["metadata"]["name"]
+    assert "memory" in operator["resources"]["limits"]
+
+
+def test_priority_classes_exist_for_the_operator_and_the_examples() -> None:
+    wanted = {operator_pod()["priorityClassName"]} | {
+        doc["spec"]["priorityClassName"]
+        for path in EXAMPLES
+        for doc in documents(path)
+        if "priorityClassName" in doc["spec"]
+    }
+    for name in wanted:
+        find("PriorityClass", name)
+
+
+# --- RBAC -----------------------------------------------------------------------------
+
+# (apiGroup, resource, verb): every API call the operator makes, and why.
+OPERATOR_API_CALLS = {
+    ("virtualpod.dev", "virtualpods", "list"): "Kopf: initial listing",
+    ("virtualpod.dev", "virtualpods", "watch"): "Kopf: the watch stream",
+    ("virtualpod.dev", "virtualpods", "patch"): "Kopf: finalizer, progress annotations",
+    ("virtualpod.dev", "virtualpods/status", "patch"): "status and conditions",
+    ("", "events", "create"): "kopf.event/info/warn",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "Kopf: resource scanning",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "Kopf: resource scanning",
+    ("scheduling.k8s.io", "priorityclasses", "get"): "priorityClassName -> priority",
+    ("scheduling.k8s.io", "priorityclasses", "list"): "priorityClassName -> priority",
+    ("scheduling.k8s.io", "priorityclasses", "watch"): "priorityClassName -> priority",
+}
+
+
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_rbac_grants_exactly_what_the_operator_uses() -> None:
+    role = find("ClusterRole", "virtualpod-operator")
+    grants = granted(role)
+    assert not any("*" in grant for grant in grants)
+    assert grants == set(OPERATOR_API_CALLS)
+    assert all("resourceNames" not in rule for rule in role["rules"])
+
+
+def test_rbac_is_bound_to_the_operator_service_account() -> None:
+    binding = find("ClusterRoleBinding", "virtualpod-operator")
+    account = find("ServiceAccount")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "virtualpod-operator",
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+    assert account["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    assert find("Namespace", OPERATOR_NAMESPACE)
