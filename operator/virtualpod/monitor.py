@@ -1,0 +1,767 @@
+"""The pressure loop: sample memory.available, ask `pressure` what to do, act via libvirt.
+
+Thin shell around the pure policy in `pressure`:
+
+* **Signal** (`SignalSource`, injectable): `HostSignal` reads host memory through the
+  hypervisor (free + buffers + cache, as /proc/meminfo); `PoolSignal` is kubelet's
+  allocatable signal for the VM pool: allocatable minus the summed QEMU RSS of our VMs.
+  Either may add kernel PSI (`/proc/pressure/memory`, `some avg10`) as an early warning.
+* **Inventory** comes from libvirt alone: our domains carry `<metadata>` with namespace,
+  name, QoS class, priority and memory request (`domain.parse_domain`), so the loop works
+  without the Kubernetes layer. QoS class and priority are read from there, never
+  recomputed.
+* **Action**: Save (managed save: RAM to disk, freed) for memory pressure; a VM whose
+  suspend mode is Pause (`spec.suspendMode` or the setting) is paused, which frees no
+  memory and is never counted as reclaim. Suspensions run as tasks, so sampling goes on
+  while a Save writes RAM to disk; what they will free is counted as in flight, so the
+  next sample does not pick more victims for the same shortfall.
+* **Reporting** goes through an injected `Reporter` (the operator patches status and
+  emits Events from it).
+
+Crash safety: an *intent* is written to an `IntentStore` before every suspend or resume
+and updated after it. On start, `reconcile()` compares intents with what libvirt says:
+
+====================================  ===============================================
+intent / libvirt state                what reconcile does
+====================================  ===============================================
+suspend, domain saved (or paused      completed: stays suspended, reported suspended
+for Pause mode)
+suspend, domain paused for "save"     libvirtd still writing it: wait, then decide
+suspend, domain running               never happened: rolled back, reported running
+resume, domain saved                  never happened: rolled back to suspended (the
+                                      loop resumes it again when there is room)
+resume, domain paused after restore   completed (resumed), reported running
+resume, domain running                completed, reported running
+domain shut off without image, gone   intent dropped
+no intent, domain saved               reported suspended (reason `Saved`), not resumed
+====================================  ===============================================
+
+So status never says Running for a saved VM, nor Suspended for a running one. After a
+restart with VMs still suspended the host counts as under pressure from that moment, so
+they are resumed only after a whole transition period of clear signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+from virtualpod.domain import DomainMetadata, parse_domain
+from virtualpod.hypervisor import (
+    DomainInfo,
+    DomainState,
+    HostMemory,
+    HypervisorError,
+    ResumeResult,
+    SuspendResult,
+    TuneResult,
+    VMMemory,
+)
+from virtualpod.pressure import (
+    Decision,
+    PressureState,
+    Sample,
+    VMState,
+    VMView,
+    decide,
+    effective_threshold,
+    resume_threshold,
+)
+from virtualpod.qos import QOSClass
+from virtualpod.settings import PressureSignal, Settings
+from virtualpod.spec import SuspendMode
+
+log = logging.getLogger(__name__)
+
+MEMORY_PRESSURE = "MemoryPressure"
+SAVED_OUTSIDE = "Saved"
+PSI_PATH = Path("/proc/pressure/memory")
+MIB = 1024 * 1024
+
+
+def mib(value: int | None) -> str:
+    return "?" if value is None else f"{value / MIB:.0f}Mi"
+
+
+# ------------------------------------------------------------------ ports (protocols)
+
+
+class HypervisorPort(Protocol):
+    """The part of `hypervisor.Hypervisor` the loop uses (so tests can read what it needs)."""
+
+    async def list_domains(self) -> list[DomainInfo]: ...
+    async def lookup(self, uuid: str) -> DomainInfo: ...
+    async def xml(self, uuid: str, *, inactive: bool = False) -> str: ...
+    async def memory_stats(self, uuid: str) -> VMMemory: ...
+    async def host_memory(self) -> HostMemory: ...
+    async def suspend(self, uuid: str, mode: SuspendMode) -> SuspendResult: ...
+    async def resume(self, uuid: str, mode: SuspendMode | None = None) -> ResumeResult: ...
+    async def set_balloon(self, uuid: str, memory_bytes: int) -> TuneResult: ...
+
+
+@dataclass(frozen=True)
+class SignalReading:
+    available_bytes: int
+    psi_some_avg10: float | None = None
+    source: str = "host"
+
+
+class SignalSource(Protocol):
+    async def read(self) -> SignalReading: ...
+
+
+@dataclass(frozen=True)
+class PressureStatus:
+    """Host-level picture for status and metrics; reported when anything but the bytes moves."""
+
+    under_pressure: bool
+    reason: str
+    signal: str
+    available_bytes: int | None
+    threshold_bytes: int
+    suspended_by_class: Mapping[str, int]
+    guaranteed_only: bool
+
+    def key(self) -> tuple[object, ...]:
+        return (
+            self.under_pressure,
+            self.reason,
+            tuple(sorted(self.suspended_by_class.items())),
+            self.guaranteed_only,
+        )
+
+
+class Reporter(Protocol):
+    """Implemented by the operator: status patches, Events, host-level warnings."""
+
+    async def vm_suspending(self, vm: VMView, reason: str, message: str) -> None: ...
+    async def vm_suspended(self, vm: VMView, reason: str, message: str) -> None: ...
+    async def vm_resumed(self, vm: VMView, message: str) -> None: ...
+    async def vm_ballooned(self, vm: VMView, target_bytes: int, message: str) -> None: ...
+    async def action_failed(self, vm: VMView, action: str, message: str) -> None: ...
+    async def pressure_changed(self, status: PressureStatus) -> None: ...
+    async def guaranteed_only_pressure(self, message: str) -> None: ...
+
+
+# -------------------------------------------------------------------------- intents
+
+
+@dataclass
+class Intent:
+    """What the loop is doing or did to one VM; written before acting.
+
+    `action` is "suspend" or "resume"; `done` False while libvirt is at it.
+    `memory_bytes` is the RSS at suspend time: what a resume will take back.
+    """
+
+    action: str
+    mode: str
+    done: bool
+    memory_bytes: int
+    message: str = ""
+    at: float = field(default_factory=time.time)
+
+    @property
+    def suspend_mode(self) -> SuspendMode:
+        return SuspendMode(self.mode)
+
+
+class IntentStore(Protocol):
+    def load(self) -> dict[str, Intent]: ...
+    def put(self, uuid: str, intent: Intent) -> None: ...
+    def delete(self, uuid: str) -> None: ...
+
+
+class MemoryIntentStore:
+    """Intents for one process only (tests, or when no state directory is available)."""
+
+    def __init__(self) -> None:
+        self.intents: dict[str, Intent] = {}
+
+    def load(self) -> dict[str, Intent]:
+        return dict(self.intents)
+
+    def put(self, uuid: str, intent: Intent) -> None:
+        self.intents[uuid] = intent
+
+    def delete(self, uuid: str) -> None:
+        self.intents.pop(uuid, None)
+
+
+class FileIntentStore:
+    """Intents in one JSON file, replaced atomically (write, fsync, rename) on every change.
+
+    An unreadable file is logged and treated as empty: libvirt's state still decides.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.intents = self._read()
+
+    def _read(self) -> dict[str, Intent]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return {uuid: Intent(**value) for uuid, value in dict(data).items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError) as error:
+            log.warning("ignoring unreadable pressure intents in %s: %s", self.path, error)
+            return {}
+
+    def load(self) -> dict[str, Intent]:
+        return dict(self.intents)
+
+    def put(self, uuid: str, intent: Intent) -> None:
+        self.intents[uuid] = intent
+        self._write()
+
+    def delete(self, uuid: str) -> None:
+        if self.intents.pop(uuid, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump({k: asdict(v) for k, v in self.intents.items()}, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.path)
+
+
+# ------------------------------------------------------------------------ inventory
+
+
+@dataclass(frozen=True)
+class Tracked:
+    info: DomainInfo
+    meta: DomainMetadata
+    rss_bytes: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.info.state in (DomainState.RUNNING, DomainState.BLOCKED)
+
+    @property
+    def saved(self) -> bool:
+        return not self.info.active and self.info.has_managed_save
+
+
+class Inventory:
+    """Our domains, read from libvirt; metadata parsed once per domain and cached."""
+
+    def __init__(
+        self, hv: HypervisorPort, scope: Callable[[DomainMetadata], bool] | None = None
+    ) -> None:
+        """`scope` narrows the VMs this loop manages (e.g. one namespace); default all."""
+        self.hv = hv
+        self.scope = scope
+        self.domains: dict[str, Tracked] = {}
+        #: monotonic time the last refresh started: its states are at least this old
+        self.refreshed_at = 0.0
+        self._meta: dict[str, DomainMetadata | None] = {}
+
+    async def refresh(self, *, usage: bool = True) -> dict[str, Tracked]:
+        started = time.monotonic()
+        infos = await self.hv.list_domains()
+        current: dict[str, Tracked] = {}
+        running: list[DomainInfo] = []
+        for info in infos:
+            meta = await self._metadata(info.uuid)
+            if meta is None or (self.scope is not None and not self.scope(meta)):
+                continue
+            old = self.domains.get(info.uuid)
+            current[info.uuid] = Tracked(info, meta, old.rss_bytes if old else None)
+            if info.state in (DomainState.RUNNING, DomainState.BLOCKED):
+                running.append(info)
+        if usage and running:
+            rss = await asyncio.gather(*(self._rss(info.uuid) for info in running))
+            for info, value in zip(running, rss, strict=True):
+                current[info.uuid] = Tracked(info, current[info.uuid].meta, value)
+        for uuid in set(self._meta) - set(current):
+            self._meta.pop(uuid, None)
+        self.domains = current
+        self.refreshed_at = started
+        return current
+
+    async def _metadata(self, uuid: str) -> DomainMetadata | None:
+        if uuid not in self._meta:
+            try:
+                self._meta[uuid] = parse_domain(await self.hv.xml(uuid, inactive=True)).metadata
+            except (HypervisorError, ValueError, SyntaxError) as error:
+                log.warning("cannot read metadata of domain %s: %s", uuid, error)
+                return None
+        return self._meta[uuid]
+
+    async def _rss(self, uuid: str) -> int | None:
+        try:
+            return (await self.hv.memory_stats(uuid)).rss_bytes
+        except HypervisorError:
+            return None  # stopped in the meantime, or no stats on this driver
+
+    def forget(self, uuid: str) -> None:
+        """Re-read metadata next time (after the domain was redefined)."""
+        self._meta.pop(uuid, None)
+
+
+# -------------------------------------------------------------------------- signals
+
+
+def read_psi(path: Path = PSI_PATH) -> float | None:
+    """`some avg10` of /proc/pressure/memory in percent; None where PSI is unavailable."""
+    try:
+        for line in path.read_text(encoding="ascii").splitlines():
+            if line.startswith("some "):
+                fields = dict(part.split("=", 1) for part in line.split()[1:])
+                return float(fields["avg10"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+class HostSignal:
+    """memory.available of the whole host, from libvirt's node memory stats."""
+
+    def __init__(self, hv: HypervisorPort, *, psi: bool = False, psi_path: Path = PSI_PATH) -> None:
+        self.hv = hv
+        self.psi = psi
+        self.psi_path = psi_path
+
+    async def read(self) -> SignalReading:
+        memory = await self.hv.host_memory()
+        psi = read_psi(self.psi_path) if self.psi else None
+        return SignalReading(memory.available_bytes, psi, "host")
+
+
+class PoolSignal:
+    """kubelet's allocatable signal for the VM pool: allocatable - summed RSS of our VMs."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        allocatable_bytes: int,
+        *,
+        psi: bool = False,
+        psi_path: Path = PSI_PATH,
+    ) -> None:
+        self.inventory = inventory
+        self.allocatable_bytes = allocatable_bytes
+        self.psi = psi
+        self.psi_path = psi_path
+
+    async def read(self) -> SignalReading:
+        domains = await self.inventory.refresh(usage=True)
+        used = sum(
+            (d.rss_bytes if d.rss_bytes is not None else d.info.memory_bytes)
+            for d in domains.values()
+            if d.info.active
+        )
+        psi = read_psi(self.psi_path) if self.psi else None
+        return SignalReading(self.allocatable_bytes - used, psi, "pool")
+
+
+async def signal_from_settings(
+    settings: Settings,
+    hv: HypervisorPort,
+    inventory: Inventory,
+    *,
+    allocatable_bytes: int | None = None,
+) -> SignalSource:
+    """The configured signal; the pool's allocatable defaults to host capacity - reserved."""
+    eviction = settings.eviction
+    if eviction.signal is PressureSignal.POOL:
+        if allocatable_bytes is None:
+            total = (await hv.host_memory()).total_bytes
+            allocatable_bytes = total - settings.reserved.memory_bytes
+        return PoolSignal(inventory, allocatable_bytes, psi=eviction.psi_enabled)
+    return HostSignal(hv, psi=eviction.psi_enabled)
+
+
+# ------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class InFlight:
+    action: str
+    reclaim_bytes: int
+    task: asyncio.Task[None] | None = None
+    expires_at: float | None = None
+
+
+class Monitor:
+    """Samples, decides, acts. `await reconcile()` once, then `await run()` (or `step()`).
+
+    `clock` is monotonic seconds; tests pass their own to drive grace and transition
+    periods without waiting for them.
+    """
+
+    def __init__(
+        self,
+        hv: HypervisorPort,
+        signal: SignalSource,
+        reporter: Reporter,
+        settings: Settings,
+        *,
+        inventory: Inventory | None = None,
+        intents: IntentStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hv = hv
+        self.signal = signal
+        self.reporter = reporter
+        self.settings = settings
+        self.eviction = settings.eviction
+        self.inventory = inventory or Inventory(hv)
+        self.intents = intents if intents is not None else MemoryIntentStore()
+        self.clock = clock
+        self.state = PressureState()
+        self.last_decision: Decision | None = None
+        self._ours: dict[str, Intent] = {}
+        #: when each VM's last action finished (monotonic): older inventories predate it
+        self._settled_at: dict[str, float] = {}
+        self._in_flight: dict[str, InFlight] = {}
+        self._last_status: tuple[object, ...] | None = None
+        self._guaranteed_only = False
+        self._reading: SignalReading | None = None
+
+    # ------------------------------------------------------------- crash safety
+
+    async def reconcile(self, settle_timeout_s: float = 120.0) -> None:
+        """Finish or roll back what a previous process left half done (table above)."""
+        intents = self.intents.load()
+        domains = await self.inventory.refresh(usage=False)
+        for uuid, intent in intents.items():
+            tracked = domains.get(uuid)
+            if tracked is None:
+                self.intents.delete(uuid)
+                continue
+            tracked = await self._settle(tracked, settle_timeout_s)
+            await self._reconcile_one(uuid, intent, tracked)
+        for uuid, tracked in domains.items():
+            if uuid not in intents and tracked.saved:
+                vm = self._view(tracked, VMState.SUSPENDED)
+                if vm is not None:
+                    await self.reporter.vm_suspended(
+                        vm, SAVED_OUTSIDE, "saved (managed save) outside the pressure controller"
+                    )
+        if self._ours:
+            # The pressure that suspended them predates us: resume only after a whole
+            # transition period of clear signal, as if it had just been met.
+            self.state = PressureState(under_pressure=True, last_met_at=self.clock())
+        await self._report_status()
+
+    async def _settle(self, tracked: Tracked, timeout_s: float) -> Tracked:
+        """Wait while libvirtd is still saving or restoring the domain."""
+        deadline = time.monotonic() + timeout_s
+        info = tracked.info
+        while info.state is DomainState.PAUSED and info.reason in ("save", "starting-up"):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)  # libvirtd's job, not ours: poll its state
+            try:
+                info = await self.hv.lookup(info.uuid)
+            except HypervisorError:
+                break
+        return Tracked(info, tracked.meta, tracked.rss_bytes)
+
+    async def _reconcile_one(self, uuid: str, intent: Intent, tracked: Tracked) -> None:
+        info = tracked.info
+        mode = intent.suspend_mode
+        suspended = tracked.saved if mode is SuspendMode.SAVE else info.state is DomainState.PAUSED
+        vm = self._view(tracked, VMState.SUSPENDED if suspended else VMState.RUNNING, intent)
+        if vm is None:
+            self.intents.delete(uuid)
+            return
+        if (
+            intent.action == "resume"
+            and info.state is DomainState.PAUSED
+            and mode is SuspendMode.SAVE
+        ):
+            with contextlib.suppress(HypervisorError):
+                await self.hv.resume(uuid, mode)  # restored but not yet running: finish it
+                suspended = False
+        if suspended:
+            kept = Intent("suspend", intent.mode, True, intent.memory_bytes, intent.message)
+            self.intents.put(uuid, kept)
+            self._ours[uuid] = kept
+            await self.reporter.vm_suspended(
+                vm, MEMORY_PRESSURE, f"still suspended after an operator restart; {intent.message}"
+            )
+        elif info.active:
+            self.intents.delete(uuid)
+            what = (
+                "suspend rolled back"
+                if intent.action == "suspend" and not intent.done
+                else ("resume completed")
+            )
+            await self.reporter.vm_resumed(vm, f"{what} after an operator restart")
+        else:
+            self.intents.delete(uuid)
+
+    # ----------------------------------------------------------------- the loop
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Sample every `eviction.sampling_interval_s` until `stop` is set (or cancelled)."""
+        stop = stop or asyncio.Event()
+        interval = self.eviction.sampling_interval_s
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                await self.step()
+            except HypervisorError as error:
+                log.warning("pressure step failed: %s", error)
+            except Exception:  # a bug must not stop memory protection
+                log.exception("pressure step crashed")
+            delay = max(0.0, interval - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def step(self) -> Decision:
+        """One sample, one decision, actions started (not awaited)."""
+        reading = await self.signal.read()
+        self._reading = reading
+        now = self.clock()
+        sample = Sample(reading.available_bytes, now, reading.psi_some_avg10)
+        domains = (
+            self.inventory.domains
+            if isinstance(self.signal, PoolSignal)
+            else await self.inventory.refresh(usage=True)
+        )
+        self._forget_changed_outside(domains)
+        self._expire_credits(now)
+        views = self.views()
+        busy = any(f.action in ("suspend", "resume") for f in self._in_flight.values())
+        in_flight_bytes = sum(f.reclaim_bytes for f in self._in_flight.values())
+        decision = decide(
+            self.state,
+            sample,
+            views,
+            self.eviction,
+            in_flight_bytes=in_flight_bytes,
+            resume_allowed=not busy,
+        )
+        self.state = decision.state
+        self.last_decision = decision
+        message = self._signal_message(decision)
+        for balloon in decision.balloon:
+            await self._balloon(balloon.vm, balloon.target_bytes, balloon.reclaim_bytes, now)
+        for vm in decision.suspend:
+            await self._start_suspend(vm, message)
+        for vm in decision.resume:
+            await self._start_resume(vm, decision)
+        await self._report_guaranteed_only(decision, message)
+        await self._report_status()
+        return decision
+
+    async def idle(self) -> None:
+        """Wait for every suspend/resume started so far (tests, benchmarks, shutdown)."""
+        tasks = [f.task for f in self._in_flight.values() if f.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------- views
+
+    def views(self) -> list[VMView]:
+        out = []
+        for uuid, tracked in self.inventory.domains.items():
+            flight = self._in_flight.get(uuid)
+            intent = self._ours.get(uuid)
+            if flight is not None and flight.action in ("suspend", "resume"):
+                state = VMState.SUSPENDING if flight.action == "suspend" else VMState.RESUMING
+            elif intent is not None and intent.action == "suspend" and intent.done:
+                state = VMState.SUSPENDED
+            elif tracked.running:
+                state = VMState.RUNNING
+            else:
+                continue  # shut off, or paused/saved by someone else: not ours to touch
+            vm = self._view(tracked, state, intent)
+            if vm is not None:
+                out.append(vm)
+        return out
+
+    def _view(
+        self, tracked: Tracked, state: VMState, intent: Intent | None = None
+    ) -> VMView | None:
+        meta = tracked.meta
+        try:
+            qos = QOSClass(meta.qos_class)
+        except ValueError:
+            log.warning(
+                "domain %s: unknown qosClass %r, ignored", tracked.info.name, meta.qos_class
+            )
+            return None
+        if state in (VMState.SUSPENDED, VMState.RESUMING) and intent is not None:
+            memory = intent.memory_bytes
+        else:
+            memory = (
+                tracked.rss_bytes if tracked.rss_bytes is not None else tracked.info.memory_bytes
+            )
+        return VMView(
+            key=tracked.info.uuid,
+            namespace=meta.namespace,
+            name=meta.name,
+            qos_class=qos,
+            priority=meta.priority,
+            memory_request_bytes=meta.memory_request_bytes,
+            usage_bytes=memory,
+            memory_bytes=memory,
+            state=state,
+            suspend_mode=meta.suspend_mode or self.eviction.suspend_mode,
+        )
+
+    def _forget_changed_outside(self, domains: Mapping[str, Tracked]) -> None:
+        """A VM we suspended that someone else started or removed is no longer ours."""
+        for uuid in list(self._ours):
+            if uuid in self._in_flight:
+                continue
+            if self._settled_at.get(uuid, 0.0) >= self.inventory.refreshed_at:
+                continue  # the inventory was read before our own action finished
+            tracked = domains.get(uuid)
+            intent = self._ours[uuid]
+            still = tracked is not None and (
+                tracked.saved
+                if intent.suspend_mode is SuspendMode.SAVE
+                else tracked.info.state is DomainState.PAUSED
+            )
+            if not still:
+                del self._ours[uuid]
+                self.intents.delete(uuid)
+
+    def _expire_credits(self, now: float) -> None:
+        for uuid, flight in list(self._in_flight.items()):
+            if flight.expires_at is not None and now >= flight.expires_at:
+                del self._in_flight[uuid]
+
+    # ------------------------------------------------------------------ actions
+
+    async def _start_suspend(self, vm: VMView, message: str) -> None:
+        intent = Intent("suspend", vm.suspend_mode.value, False, vm.memory_bytes, message)
+        self.intents.put(vm.key, intent)
+        self._ours[vm.key] = intent
+        flight = InFlight("suspend", vm.reclaim_bytes)
+        self._in_flight[vm.key] = flight
+        await self.reporter.vm_suspending(vm, MEMORY_PRESSURE, message)
+        flight.task = asyncio.create_task(self._suspend(vm, intent, message))
+
+    async def _suspend(self, vm: VMView, intent: Intent, message: str) -> None:
+        try:
+            result = await self.hv.suspend(vm.key, vm.suspend_mode)
+        except HypervisorError as error:
+            self._in_flight.pop(vm.key, None)
+            self._ours.pop(vm.key, None)
+            self.intents.delete(vm.key)
+            await self.reporter.action_failed(vm, "suspend", error.message)
+            return
+        intent.done = True
+        self.intents.put(vm.key, intent)
+        self._in_flight.pop(vm.key, None)
+        self._settled_at[vm.key] = time.monotonic()
+        released = result.released_bytes
+        detail = (
+            f"{message}; {vm.suspend_mode.value} took {result.seconds:.2f}s, "
+            f"released {mib(released)}"
+            if vm.suspend_mode is SuspendMode.SAVE
+            else f"{message}; paused (Pause keeps the VM's memory)"
+        )
+        await self.reporter.vm_suspended(
+            replace(vm, state=VMState.SUSPENDED), MEMORY_PRESSURE, detail
+        )
+
+    async def _start_resume(self, vm: VMView, decision: Decision) -> None:
+        intent = Intent("resume", vm.suspend_mode.value, False, vm.memory_bytes)
+        self.intents.put(vm.key, intent)
+        self._ours[vm.key] = intent
+        flight = InFlight("resume", 0)
+        self._in_flight[vm.key] = flight
+        available = decision.state.available_bytes
+        message = (
+            f"memory pressure over: {self._source()} memory.available {mib(available)}, "
+            f"{mib(vm.reclaim_bytes)} needed, threshold "
+            f"{mib(resume_threshold(self.eviction))} + margin "
+            f"{mib(self.eviction.resume_margin_bytes)} still free after resume"
+        )
+        flight.task = asyncio.create_task(self._resume(vm, message))
+
+    async def _resume(self, vm: VMView, message: str) -> None:
+        try:
+            await self.hv.resume(vm.key, vm.suspend_mode)
+        except HypervisorError as error:
+            self._in_flight.pop(vm.key, None)
+            kept = Intent("suspend", vm.suspend_mode.value, True, vm.memory_bytes)
+            self._ours[vm.key] = kept  # still suspended: the loop tries again later
+            self.intents.put(vm.key, kept)
+            await self.reporter.action_failed(vm, "resume", error.message)
+            return
+        self._ours.pop(vm.key, None)
+        self.intents.delete(vm.key)
+        self._in_flight.pop(vm.key, None)
+        self._settled_at[vm.key] = time.monotonic()
+        await self.reporter.vm_resumed(replace(vm, state=VMState.RUNNING), message)
+
+    async def _balloon(self, vm: VMView, target: int, reclaim: int, now: float) -> None:
+        try:
+            await self.hv.set_balloon(vm.key, target)
+        except HypervisorError as error:
+            await self.reporter.action_failed(vm, "balloon", error.message)
+            return
+        # Credit the estimate for two samples: if the guest does not give it back, the
+        # next decisions suspend instead.
+        expires = now + 2 * self.eviction.sampling_interval_s
+        self._in_flight[vm.key] = InFlight("balloon", reclaim, expires_at=expires)
+        await self.reporter.vm_ballooned(
+            vm, target, f"ballooned to its request {mib(target)} to free ~{mib(reclaim)}"
+        )
+
+    # ---------------------------------------------------------------- reporting
+
+    def _source(self) -> str:
+        return self._reading.source if self._reading else self.eviction.signal.value
+
+    def _signal_message(self, decision: Decision) -> str:
+        state = decision.state
+        threshold = effective_threshold(state, self.eviction)
+        psi = ""
+        if self._reading is not None and self._reading.psi_some_avg10 is not None:
+            psi = f", PSI some avg10 {self._reading.psi_some_avg10:.1f}%"
+        return (
+            f"{self._source()} memory.available {mib(state.available_bytes)} < "
+            f"{state.reason} {mib(threshold)}{psi}; need {mib(decision.needed_bytes)}"
+        )
+
+    async def _report_guaranteed_only(self, decision: Decision, message: str) -> None:
+        only = decision.guaranteed_only and decision.state.threshold_met
+        if only and not self._guaranteed_only:
+            await self.reporter.guaranteed_only_pressure(
+                f"{message}; only Guaranteed VMs are left running and they are never "
+                f"suspended for host pressure: {mib(decision.shortfall_bytes)} short"
+            )
+        self._guaranteed_only = only
+
+    def status(self) -> PressureStatus:
+        counts = {qos.value: 0 for qos in QOSClass}
+        for vm in self.views():
+            if vm.state in (VMState.SUSPENDED, VMState.SUSPENDING):
+                counts[vm.qos_class.value] += 1
+        return PressureStatus(
+            under_pressure=self.state.under_pressure,
+            reason=self.state.reason,
+            signal=self._source(),
+            available_bytes=self.state.available_bytes,
+            threshold_bytes=effective_threshold(self.state, self.eviction),
+            suspended_by_class=counts,
+            guaranteed_only=self._guaranteed_only,
+        )
+
+    async def _report_status(self) -> None:
+        status = self.status()
+        if status.key() != self._last_status:
+            self._last_status = status.key()
+            await self.reporter.pressure_changed(status)

@@ -1,0 +1,306 @@
+"""The pressure loop on libvirt's test driver, with an injected signal.
+
+Domains are planned from VirtualPod manifests by the core, defined and started through
+the real hypervisor module; the monitor reads them back from libvirt alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from tests.pressure.harness import (
+    MI,
+    Clock,
+    RecordingReporter,
+    ScriptedSignal,
+    plan,
+    unique_namespace,
+)
+from tests.waiting import async_wait_for
+from virtualpod.hypervisor import DomainState, Hypervisor
+from virtualpod.monitor import (
+    MEMORY_PRESSURE,
+    SAVED_OUTSIDE,
+    FileIntentStore,
+    Intent,
+    Inventory,
+    Monitor,
+    PoolSignal,
+)
+from virtualpod.plan import VMPlan
+from virtualpod.settings import EvictionSettings, Settings
+from virtualpod.spec import SuspendMode
+
+URI = "test:///default"
+EVICTION = EvictionSettings(pressure_transition_period_s=30.0, sampling_interval_s=0.05)
+SETTINGS = Settings(eviction=EVICTION)
+
+
+class Fleet:
+    def __init__(self, hv: Hypervisor) -> None:
+        self.hv = hv
+        self.namespace = unique_namespace()
+        self.plans: dict[str, VMPlan] = {}
+
+    async def add(self, name: str, qos: str, **spec: object) -> VMPlan:
+        vm = plan(name, self.namespace, qos, SETTINGS, **spec)
+        self.plans[name] = vm
+        await self.hv.ensure_defined(vm.domain_xml)
+        await self.hv.start(vm.uuid)
+        return vm
+
+    def inventory(self) -> Inventory:
+        return Inventory(self.hv, scope=lambda meta: meta.namespace == self.namespace)
+
+    async def state(self, name: str) -> DomainState:
+        return (await self.hv.lookup(self.plans[name].uuid)).state
+
+    async def saved(self, name: str) -> bool:
+        info = await self.hv.lookup(self.plans[name].uuid)
+        return info.state is DomainState.SHUTOFF and info.has_managed_save
+
+
+@pytest.fixture
+async def hv() -> AsyncIterator[Hypervisor]:
+    async with Hypervisor(URI) as h:
+        yield h
+
+
+@pytest.fixture
+async def fleet(hv: Hypervisor) -> AsyncIterator[Fleet]:
+    f = Fleet(hv)
+    yield f
+    for vm in f.plans.values():
+        await hv.undefine(vm.uuid)
+
+
+async def three_classes(fleet: Fleet) -> None:
+    await fleet.add("guaranteed", "Guaranteed")
+    await fleet.add("burstable", "Burstable")
+    await fleet.add("besteffort", "BestEffort")
+
+
+def monitor(fleet: Fleet, signal: object, reporter: RecordingReporter, **kw: object) -> Monitor:
+    return Monitor(
+        fleet.hv,
+        signal,  # type: ignore[arg-type]
+        reporter,
+        SETTINGS,
+        inventory=fleet.inventory(),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_suspends_in_qos_order_and_resumes_in_reverse(fleet: Fleet):
+    await three_classes(fleet)
+    signal, reporter, clock = ScriptedSignal(2000 * MI), RecordingReporter(), Clock()
+    loop = monitor(fleet, signal, reporter, clock=clock)
+
+    decision = await loop.step()
+    assert decision.suspend == ()
+    assert reporter.names("suspending") == []
+
+    signal.available_bytes = 50 * MI  # below the 100Mi hard threshold: need 50Mi
+    decision = await loop.step()
+    assert [vm.name for vm in decision.suspend] == ["besteffort"]
+    await loop.idle()
+    assert await fleet.saved("besteffort")
+    assert await fleet.state("burstable") is DomainState.RUNNING
+    suspended = reporter.of("suspended")[-1]
+    assert suspended.reason == MEMORY_PRESSURE
+    assert "memory.available 50Mi < hard threshold 100Mi" in suspended.message
+
+    clock.advance(0.5)  # still short: the next class goes, the Guaranteed VM never
+    decision = await loop.step()
+    assert [vm.name for vm in decision.suspend] == ["burstable"]
+    await loop.idle()
+    assert await fleet.saved("burstable")
+
+    clock.advance(0.5)
+    signal.available_bytes = 10 * MI
+    decision = await loop.step()
+    assert decision.suspend == ()
+    assert await fleet.state("guaranteed") is DomainState.RUNNING
+    assert len(reporter.of("guaranteed-only")) == 1
+    assert "only Guaranteed VMs are left" in reporter.of("guaranteed-only")[0].message
+    status = reporter.of("pressure")[-1].extra
+    assert status.under_pressure
+    assert dict(status.suspended_by_class) == {"BestEffort": 1, "Burstable": 1, "Guaranteed": 0}
+
+    clock.advance(0.5)
+    signal.available_bytes = 4000 * MI  # plenty, but within the transition period
+    assert (await loop.step()).resume == ()
+    clock.advance(EVICTION.pressure_transition_period_s)
+    first = await loop.step()
+    assert [vm.name for vm in first.resume] == ["burstable"]
+    assert (await loop.step()).resume == ()  # one at a time: wait for it to land
+    await loop.idle()
+    assert await fleet.state("burstable") is DomainState.RUNNING
+    second = await loop.step()
+    assert [vm.name for vm in second.resume] == ["besteffort"]
+    await loop.idle()
+    assert await fleet.state("besteffort") is DomainState.RUNNING
+    assert reporter.names("suspended") == ["besteffort", "burstable"]
+    assert reporter.names("resumed") == ["burstable", "besteffort"]
+    assert dict(reporter.of("pressure")[-1].extra.suspended_by_class) == {
+        "BestEffort": 0,
+        "Burstable": 0,
+        "Guaranteed": 0,
+    }
+
+
+async def test_pool_signal_feeds_back_what_a_save_released(fleet: Fleet):
+    """allocatable - summed RSS: saving a VM really raises the signal, so one is enough."""
+    await three_classes(fleet)
+    inventory = fleet.inventory()
+    domains = await inventory.refresh()
+    used = sum(d.rss_bytes or 0 for d in domains.values())
+    pool = PoolSignal(inventory, used + 50 * MI)
+    reporter, clock = RecordingReporter(), Clock()
+    loop = Monitor(fleet.hv, pool, reporter, SETTINGS, inventory=inventory, clock=clock)
+
+    decision = await loop.step()
+    assert decision.state.available_bytes == 50 * MI
+    assert [vm.name for vm in decision.suspend] == ["besteffort"]
+    await loop.idle()
+    clock.advance(0.5)
+    decision = await loop.step()
+    assert decision.suspend == ()
+    assert decision.state.available_bytes is not None
+    assert decision.state.available_bytes > 100 * MI
+
+    clock.advance(EVICTION.pressure_transition_period_s)
+    assert (await loop.step()).resume == ()  # resuming would put it right back under
+    pool.allocatable_bytes += 1024 * MI  # the load went down
+    clock.advance(0.5)
+    assert [vm.name for vm in (await loop.step()).resume] == ["besteffort"]
+    await loop.idle()
+    assert await fleet.state("besteffort") is DomainState.RUNNING
+
+
+async def test_pause_mode_vm_is_paused_and_not_counted_as_reclaim(fleet: Fleet):
+    await fleet.add("paused-be", "BestEffort", suspendMode="Pause")
+    await fleet.add("burstable", "Burstable")
+    signal, reporter = ScriptedSignal(90 * MI), RecordingReporter()
+    loop = monitor(fleet, signal, reporter, clock=Clock())
+    decision = await loop.step()
+    # Pausing frees nothing, so the Burstable VM must go too; the order still holds.
+    assert [vm.name for vm in decision.suspend] == ["paused-be", "burstable"]
+    await loop.idle()
+    assert await fleet.state("paused-be") is DomainState.PAUSED
+    assert await fleet.saved("burstable")
+    paused = next(c for c in reporter.of("suspended") if c.vm and c.vm.name == "paused-be")
+    assert "Pause keeps the VM's memory" in paused.message
+
+
+async def test_run_loop_reacts_within_a_sampling_interval(fleet: Fleet):
+    await fleet.add("besteffort", "BestEffort")
+    signal, reporter = ScriptedSignal(2000 * MI), RecordingReporter()
+    loop = monitor(fleet, signal, reporter)
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await async_wait_for(_async(lambda: signal.reads >= 2), what="two samples")
+        signal.available_bytes = 10 * MI
+        await async_wait_for(_async(lambda: reporter.names("suspended")), timeout=5)
+        assert await fleet.saved("besteffort")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+def _async(probe):  # type: ignore[no-untyped-def]
+    async def wrapped():  # type: ignore[no-untyped-def]
+        return probe()
+
+    return wrapped
+
+
+# --------------------------------------------------------------------- crash safety
+
+
+async def test_restart_keeps_a_saved_vm_suspended_and_can_resume_it(fleet: Fleet, tmp_path):
+    await three_classes(fleet)
+    store_path = tmp_path / "intents.json"
+    signal, clock = ScriptedSignal(50 * MI), Clock()
+    first = monitor(fleet, signal, RecordingReporter(), intents=FileIntentStore(store_path))
+    await first.step()
+    await first.idle()
+    assert await fleet.saved("besteffort")
+
+    # A new process: it knows only libvirt and the intent file.
+    reporter = RecordingReporter()
+    second = monitor(fleet, signal, reporter, intents=FileIntentStore(store_path), clock=clock)
+    await second.reconcile()
+    assert reporter.names("suspended") == ["besteffort"]
+    assert reporter.of("suspended")[0].reason == MEMORY_PRESSURE
+    assert "after an operator restart" in reporter.of("suspended")[0].message
+    signal.available_bytes = 4000 * MI
+    assert (await second.step()).resume == ()  # the restart counts as under pressure
+    clock.advance(EVICTION.pressure_transition_period_s)
+    assert [vm.name for vm in (await second.step()).resume] == ["besteffort"]
+    await second.idle()
+    assert await fleet.state("besteffort") is DomainState.RUNNING
+    assert FileIntentStore(store_path).load() == {}
+
+
+async def test_restart_rolls_back_or_completes_interrupted_actions(fleet: Fleet, tmp_path):
+    await three_classes(fleet)
+    hv = fleet.hv
+    be, bu = fleet.plans["besteffort"], fleet.plans["burstable"]
+    await hv.suspend(bu.uuid, SuspendMode.SAVE)  # saved; the process died before "done"
+    store = FileIntentStore(tmp_path / "intents.json")
+    # Died after recording a suspend it never issued: the VM still runs.
+    store.put(be.uuid, Intent("suspend", "Save", False, 300 * MI, "pressure"))
+    # Died in a resume before libvirt restored the VM: still saved.
+    store.put(bu.uuid, Intent("resume", "Save", False, 300 * MI))
+    reporter = RecordingReporter()
+    loop = monitor(fleet, ScriptedSignal(4000 * MI), reporter, intents=store)
+    await loop.reconcile()
+    assert reporter.names("resumed") == ["besteffort"]
+    assert "rolled back" in reporter.of("resumed")[0].message
+    assert reporter.names("suspended") == ["burstable"]
+    assert await fleet.state("besteffort") is DomainState.RUNNING
+    assert await fleet.saved("burstable")
+    intents = FileIntentStore(tmp_path / "intents.json").load()
+    assert list(intents) == [bu.uuid]
+    assert intents[bu.uuid].action == "suspend"
+    assert intents[bu.uuid].done
+
+
+async def test_a_vm_saved_by_someone_else_is_reported_but_left_alone(fleet: Fleet):
+    await fleet.add("besteffort", "BestEffort")
+    await fleet.hv.suspend(fleet.plans["besteffort"].uuid, SuspendMode.SAVE)
+    reporter, clock = RecordingReporter(), Clock()
+    loop = monitor(fleet, ScriptedSignal(4000 * MI), reporter, clock=clock)
+    await loop.reconcile()
+    assert [(c.vm.name, c.reason) for c in reporter.of("suspended") if c.vm] == [
+        ("besteffort", SAVED_OUTSIDE)
+    ]
+    clock.advance(100)
+    assert (await loop.step()).resume == ()
+    assert await fleet.saved("besteffort")
+
+
+async def test_balloon_step_comes_before_suspending(fleet: Fleet):
+    await fleet.add("burstable", "Burstable")
+    reporter = RecordingReporter()
+    settings = replace(SETTINGS, eviction=replace(EVICTION, balloon_burstable=True))
+    loop = Monitor(
+        fleet.hv,
+        ScriptedSignal(80 * MI),
+        reporter,
+        settings,
+        inventory=fleet.inventory(),
+        clock=Clock(),
+    )
+    decision = await loop.step()
+    assert [b.vm.name for b in decision.balloon] == ["burstable"]
+    assert decision.suspend == ()
+    assert reporter.of("ballooned")[0].extra == 64 * MI
+    info = await fleet.hv.lookup(fleet.plans["burstable"].uuid)
+    assert info.memory_bytes == 64 * MI
