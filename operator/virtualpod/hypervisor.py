@@ -42,7 +42,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import libvirt
-
 from virtualpod.domain import METADATA_NS
 from virtualpod.spec import SuspendMode
 from virtualpod.tuning import CpuTune, MemTune, cpu_weight_from_shares
@@ -484,10 +483,20 @@ class Hypervisor:
 
     @staticmethod
     def _close_conn(conn: Any) -> None:
+        """Blocking, best effort: a dead connection still holds callbacks and a socket."""
         with contextlib.suppress(libvirt.libvirtError):
             conn.unregisterCloseCallback()
+        with contextlib.suppress(libvirt.libvirtError, AttributeError, KeyError):
+            conn.domainEventDeregisterAny(conn._virtualpod_lifecycle_id)
         with contextlib.suppress(libvirt.libvirtError):
             conn.close()
+
+    def _discard(self, conn: Any) -> None:
+        """Forget a dead connection (loop thread) and close it in the pool."""
+        if self._conn is conn:
+            self._conn = None
+        with contextlib.suppress(RuntimeError):  # executor already shut down
+            self._executor.submit(self._close_conn, conn)
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -531,19 +540,20 @@ class Hypervisor:
             conn.setKeepAlive(5, 3)
         with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._on_close, None)
-        conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                    self._on_lifecycle, None)
+        conn._virtualpod_lifecycle_id = conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
         return conn
 
     def _on_close(self, conn: Any, reason: int, _opaque: object) -> None:
         """libvirt event thread: the daemon went away. Reconnect in the background."""
         log.warning("libvirt connection to %s closed (reason %d)", self.uri, reason)
-        if self._conn is conn:
-            self._conn = None
         loop = self._loop
         if loop is not None and not self._closed:
             with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._discard, conn)
                 loop.call_soon_threadsafe(self._start_reconnect)
+        elif self._conn is conn:
+            self._conn = None
 
     def _start_reconnect(self) -> None:
         if self._closed or (self._reconnect_task and not self._reconnect_task.done()):
@@ -579,8 +589,7 @@ class Hypervisor:
                 if attempt == 1 and not await self._thread(self._alive, conn):
                     log.warning("libvirt connection lost (%s); reconnecting",
                                 e.get_error_message())
-                    if self._conn is conn:
-                        self._conn = None
+                    self._discard(conn)
                     continue
                 raise _translate(e) from e
         raise AssertionError("unreachable")  # pragma: no cover
