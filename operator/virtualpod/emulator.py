@@ -305,6 +305,8 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         self._specs: dict[str, ResourceSpec] = {}
         self._changed = asyncio.Event()
         self._closing = False
+        #: Open watch streams per resource key (tests wait for the operator's watch).
+        self.watchers: dict[str, int] = {}
         self.history_limit = DEFAULT_HISTORY
         for spec in (*BUILTIN_RESOURCES, VIRTUALPODS):
             self.declare(spec)
@@ -618,14 +620,24 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
     # ------------------------------------------------------------------ watch
 
     async def _watch(self, raw: aiohttp.web.BaseRequest, t: Target) -> aiohttp.web.StreamResponse:
-        query = raw.query
-        labels, fields = query.get("labelSelector"), query.get("fieldSelector")
-        timeout = float(query.get("timeoutSeconds") or 0) or None
-        deadline = time.monotonic() + timeout if timeout else None
         response = aiohttp.web.StreamResponse(
             status=200, headers={"Content-Type": "application/json"}
         )
         await response.prepare(raw)
+        key = t.resource.key
+        self.watchers[key] = self.watchers.get(key, 0) + 1
+        try:
+            return await self._stream(raw, t, response)
+        finally:
+            self.watchers[key] -= 1
+
+    async def _stream(
+        self, raw: aiohttp.web.BaseRequest, t: Target, response: aiohttp.web.StreamResponse
+    ) -> aiohttp.web.StreamResponse:
+        query = raw.query
+        labels, fields = query.get("labelSelector"), query.get("fieldSelector")
+        timeout = float(query.get("timeoutSeconds") or 0) or None
+        deadline = time.monotonic() + timeout if timeout else None
 
         def wanted(obj: JSON) -> bool:
             ns = obj.get("metadata", {}).get("namespace")
