@@ -1,0 +1,216 @@
+"""The pressure loop on a real libvirtd + QEMU: three TCG guests that fill their memory.
+
+A VM pool with a small allocatable (signal = pool): the BestEffort guest is saved first
+and its QEMU process (its memory) leaves the host, then the Burstable one; the
+Guaranteed guest keeps running; with the load lowered they come back in reverse order,
+still the same booted guests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid as uuidlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.pressure.harness import MI, RecordingReporter, manifest
+from tests.waiting import async_wait_for, wait_for
+from virtualpod.hypervisor import DomainState, Hypervisor
+from virtualpod.monitor import Inventory, Monitor, PoolSignal
+from virtualpod.plan import VMPlan, plan_virtualpod
+from virtualpod.pressure import VMView
+from virtualpod.settings import Amount, EvictionSettings, PressureSignal, Settings
+
+QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI", "")
+REPO = Path(__file__).resolve().parents[2]
+TOUCH_MIB = 96
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not QEMU_URI,
+        reason='VIRTUALPOD_QEMU_URI not set: run `eval "$(scripts/libvirtd.sh start)"` (root)',
+    ),
+]
+
+
+class TimedReporter(RecordingReporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stamps: list[tuple[str, str, float]] = []
+
+    async def vm_suspending(self, vm: VMView, reason: str, message: str) -> None:
+        self.stamps.append(("issued", vm.name, time.monotonic()))
+        await super().vm_suspending(vm, reason, message)
+
+    async def vm_suspended(self, vm: VMView, reason: str, message: str) -> None:
+        self.stamps.append(("released", vm.name, time.monotonic()))
+        await super().vm_suspended(vm, reason, message)
+
+    def stamp(self, what: str, name: str) -> float:
+        return next(t for w, n, t in self.stamps if w == what and n == name)
+
+
+@pytest.fixture(scope="module")
+def guest_image() -> tuple[str, str]:
+    if not list(Path("/boot").glob("vmlinuz-*")):
+        pytest.skip("no /boot/vmlinuz-*: install linux-image-amd64")
+    out = subprocess.run(
+        [str(REPO / "scripts" / "guest.sh")], check=True, capture_output=True, text=True
+    ).stdout
+    values = dict(line.split("=", 1) for line in out.split())
+    return values["GUEST_KERNEL"], values["GUEST_INITRD"]
+
+
+SETTINGS = Settings(
+    default_container_size=Amount(cpu_millis=1000, memory_bytes=128 * MI),
+    padding=Amount(cpu_millis=0, memory_bytes=64 * MI),
+    domain_type="qemu",
+    memory_stats_period_s=1,
+    eviction=EvictionSettings(signal=PressureSignal.POOL, pressure_transition_period_s=3.0),
+)
+
+
+@pytest.fixture
+async def guests(
+    guest_image: tuple[str, str],
+) -> AsyncIterator[tuple[Hypervisor, dict[str, VMPlan]]]:
+    kernel, initrd = guest_image
+    namespace = f"pq-{uuidlib.uuid4().hex[:6]}"
+    boot = {
+        "kernel": {
+            "path": kernel,
+            "initrd": initrd,
+            "cmdline": f"console=ttyS0 quiet vp.touch={TOUCH_MIB}",
+        }
+    }
+    async with Hypervisor(QEMU_URI) as hv:
+        plans = {
+            qos: plan_virtualpod(
+                manifest(qos.lower(), namespace, qos, boot=boot),
+                SETTINGS,
+                cgroup_version=hv.cgroup_version,
+            )
+            for qos in ("BestEffort", "Burstable", "Guaranteed")
+        }
+        try:
+            for vm in plans.values():
+                await hv.ensure_defined(vm.domain_xml)
+                await hv.start(vm.uuid)
+            for vm in plans.values():
+                log = Path(vm.domain.console_log or "")
+                wait_for(
+                    lambda log=log: (
+                        log.exists()
+                        and f"VPGUEST TOUCHED {TOUCH_MIB}" in log.read_text(errors="replace")
+                    ),
+                    timeout=150,
+                    interval=0.5,
+                    what=f"{vm.name} booted and filled {TOUCH_MIB} MiB",
+                )
+            yield hv, plans
+        finally:
+            for vm in plans.values():
+                await hv.undefine(vm.uuid)
+                Path(vm.domain.console_log or "").unlink(missing_ok=True)
+
+
+async def test_saves_in_qos_order_frees_memory_and_resumes_in_reverse(guests):
+    hv, plans = guests
+    be, bu, gu = plans["BestEffort"], plans["Burstable"], plans["Guaranteed"]
+    namespace = be.namespace
+    inventory = Inventory(hv, scope=lambda meta: meta.namespace == namespace)
+    domains = await inventory.refresh()
+    used = sum(d.rss_bytes or 0 for d in domains.values())
+    assert all((d.rss_bytes or 0) > TOUCH_MIB * MI for d in domains.values()), domains
+    pool = PoolSignal(inventory, used + 400 * MI)  # room to spare: nothing happens
+    reporter = TimedReporter()
+    monitor = Monitor(hv, pool, reporter, SETTINGS, inventory=inventory)
+    unused_before = {}
+    for vm in (be, bu):
+        unused = (await hv.memory_stats(vm.uuid)).unused_bytes
+        assert unused is not None, "guest balloon stats needed (virtio_balloon)"
+        unused_before[vm.name] = unused
+    be_pid = await hv.qemu_pid(be.uuid)
+    bu_pid = await hv.qemu_pid(bu.uuid)
+    assert be_pid is not None
+    assert bu_pid is not None
+    stop = asyncio.Event()
+    task = asyncio.create_task(monitor.run(stop))
+    try:
+        await async_wait_for(_probe(lambda: monitor.last_decision is not None))
+        assert reporter.names("suspending") == []
+
+        # The pool shrinks to 50Mi available: one VM (the BestEffort one) covers it.
+        pool.allocatable_bytes = used + 50 * MI
+        crossed = time.monotonic()
+        await async_wait_for(_probe(lambda: reporter.names("suspended")), timeout=30)
+        assert reporter.names("suspended") == ["besteffort"]
+        assert not Path(f"/proc/{be_pid}").exists(), "QEMU of the saved VM still runs"
+        info = await hv.lookup(be.uuid)
+        assert info.state is DomainState.SHUTOFF
+        assert info.has_managed_save
+        first_issued = reporter.stamp("issued", "besteffort") - crossed
+        first_released = reporter.stamp("released", "besteffort") - crossed
+
+        # More load: the Burstable VM goes next; the Guaranteed one never.
+        pool.allocatable_bytes -= 250 * MI
+        await async_wait_for(_probe(lambda: len(reporter.names("suspended")) == 2), timeout=30)
+        assert reporter.names("suspended") == ["besteffort", "burstable"]
+        assert not Path(f"/proc/{bu_pid}").exists()
+        assert (await hv.lookup(gu.uuid)).state is DomainState.RUNNING
+
+        # The load goes away: after the transition period, reverse order, one at a time.
+        pool.allocatable_bytes += 2048 * MI
+        await async_wait_for(_probe(lambda: len(reporter.names("resumed")) == 2), timeout=60)
+        assert reporter.names("resumed") == ["burstable", "besteffort"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await monitor.idle()
+
+    for vm in (be, bu, gu):
+        assert (await hv.lookup(vm.uuid)).state is DomainState.RUNNING
+    for vm in (be, bu):
+        # The restored guest kernel is alive (its balloon stats move on) and it is the same
+        # guest: its tmpfs still holds the touched memory (a reboot would free ~96 MiB).
+        first = await _last_update(hv, vm.uuid)
+        await async_wait_for(
+            _aprobe(lambda vm=vm: _last_update(hv, vm.uuid), first), timeout=20, interval=0.25
+        )
+        stats = await hv.memory_stats(vm.uuid)
+        assert stats.unused_bytes is not None
+        assert abs(stats.unused_bytes - unused_before[vm.name]) < 32 * MI, (
+            vm.name,
+            stats.unused_bytes,
+            unused_before[vm.name],
+        )
+        assert (stats.rss_bytes or 0) > TOUCH_MIB * MI
+    print(
+        f"\nreal QEMU reaction: suspend issued {first_issued * 1000:.0f} ms, "
+        f"memory released {first_released * 1000:.0f} ms after the crossing"
+    )
+
+
+async def _last_update(hv: Hypervisor, uuid: str) -> int:
+    return (await hv.memory_stats(uuid)).raw.get("last_update", 0)
+
+
+def _probe(fn):  # type: ignore[no-untyped-def]
+    async def probe():  # type: ignore[no-untyped-def]
+        return fn()
+
+    return probe
+
+
+def _aprobe(fn, first):  # type: ignore[no-untyped-def]
+    async def probe():  # type: ignore[no-untyped-def]
+        return (await fn()) > first
+
+    return probe
