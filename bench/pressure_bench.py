@@ -16,19 +16,19 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.pressure.harness import MI, RecordingReporter, ScriptedSignal, plan  # noqa: E402
-from virtualpod.hypervisor import Hypervisor  # noqa: E402
-from virtualpod.monitor import Inventory, Monitor  # noqa: E402
-from virtualpod.pressure import PressureState, Sample, VMView, decide  # noqa: E402
-from virtualpod.qos import QOSClass  # noqa: E402
-from virtualpod.settings import Settings  # noqa: E402
+from tests.pressure.harness import MI, RecordingReporter, ScriptedSignal, plan
+
+from virtualpod.hypervisor import Hypervisor
+from virtualpod.monitor import Inventory, Monitor
+from virtualpod.pressure import PressureState, Sample, VMView, decide
+from virtualpod.qos import QOSClass
+from virtualpod.settings import Settings
 
 SETTINGS = Settings()
 CLASSES = ("BestEffort", "Burstable", "Guaranteed")
