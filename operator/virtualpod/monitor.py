@@ -427,6 +427,7 @@ class Monitor:
         self._ours: dict[str, Intent] = {}
         #: when each VM's last action finished (monotonic): older inventories predate it
         self._settled_at: dict[str, float] = {}
+        self._last_resume_landed = 0.0
         self._in_flight: dict[str, InFlight] = {}
         self._last_status: tuple[object, ...] | None = None
         self._guaranteed_only = False
@@ -526,6 +527,7 @@ class Monitor:
 
     async def step(self) -> Decision:
         """One sample, one decision, actions started (not awaited)."""
+        read_started = time.monotonic()
         reading = await self.signal.read()
         self._reading = reading
         now = self.clock()
@@ -538,7 +540,9 @@ class Monitor:
         self._forget_changed_outside(domains)
         self._expire_credits(now)
         views = self.views()
+        # One resume at a time, and the next only on a sample read after the last landed.
         busy = any(f.action in ("suspend", "resume") for f in self._in_flight.values())
+        busy = busy or self._last_resume_landed >= read_started
         in_flight_bytes = sum(f.reclaim_bytes for f in self._in_flight.values())
         decision = decide(
             self.state,
@@ -703,7 +707,7 @@ class Monitor:
         self._ours.pop(vm.key, None)
         self.intents.delete(vm.key)
         self._in_flight.pop(vm.key, None)
-        self._settled_at[vm.key] = time.monotonic()
+        self._settled_at[vm.key] = self._last_resume_landed = time.monotonic()
         await self.reporter.vm_resumed(replace(vm, state=VMState.RUNNING), message)
 
     async def _balloon(self, vm: VMView, target: int, reclaim: int, now: float) -> None:
