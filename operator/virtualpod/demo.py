@@ -448,6 +448,27 @@ class RunningOperator:
                 await self.task
 
 
+def take_signals() -> None:
+    """Ctrl-C and SIGTERM cancel the demo's main task, once, so that it cleans up.
+
+    Kopf installs its own handlers when it starts; they would stop the operator first
+    (deleting a VirtualPod then hangs on its finalizer) and arm a SIGKILL. Installed
+    after Kopf's, these replace them; the operator is then stopped by its stop flag.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is None:
+        return
+
+    def cancel_once() -> None:
+        if not task.cancelling():
+            task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, cancel_once)
+
+
 @contextlib.asynccontextmanager
 async def operator(
     settings: Settings,
@@ -490,6 +511,7 @@ async def operator(
             return ready.is_set()
 
         await wait_until(watching, OPERATOR_START_TIMEOUT, "the operator to watch VirtualPods")
+        take_signals()
         yield running
     finally:
         await running.stop()
@@ -628,7 +650,7 @@ def _matches(live: DomainSummary, planned: DomainSummary) -> bool:
     )
 
 
-async def run_demo(args: argparse.Namespace, out: TextIO) -> Outcome:
+async def run_demo(args: argparse.Namespace, out: TextIO, outcome: Outcome) -> Outcome:
     clock = Clock()
     directory = demo_manifest_dir()
     say(out, "== virtualpod demo: VMs sized from containers, tuned by QoS, suspended in order")
@@ -637,7 +659,6 @@ async def run_demo(args: argparse.Namespace, out: TextIO) -> Outcome:
     settings = demo_settings(args, directory, uri)
     if uri == QEMU_URI:
         say(out, f"guests: diskless {settings.domain_type} VMs (they idle in firmware)")
-    outcome = Outcome()
     async with contextlib.AsyncExitStack() as stack:
         emulator: KubernetesApiEmulator | None = None
         if cluster is None:
@@ -905,27 +926,23 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     for noisy in ("kopf", "virtualpod.handlers", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    outcome: Outcome | None = None
-    code = 0
+    outcome = Outcome()
 
     async def main() -> Outcome:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        return await run_demo(args, out)
+        take_signals()
+        return await run_demo(args, out, outcome)
 
     try:
-        outcome = asyncio.run(main())
+        asyncio.run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        err.write("demo interrupted; everything it created was removed\n")
+        if outcome.domains_left == 0:
+            err.write("demo interrupted; everything it created was removed\n")
+        else:
+            err.write("demo interrupted; cleanup incomplete (see above)\n")
         return 130
     except (DemoError, SettingsError) as error:
         err.write(f"demo failed: {error}\n")
-        code = 1
-    if outcome is None:
-        return code or 1
+        return 1
     say(out)
     say(out, "== timeline (seconds since the demo started)")
     print_timeline(outcome, out)
