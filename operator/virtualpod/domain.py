@@ -154,7 +154,7 @@ def _render_devices(devices: ET.Element, spec: DomainSpec) -> None:
         _sub(disk, "target", dev="vda", bus="virtio")
     if spec.console_log:
         serial = _sub(devices, "serial", type="file")
-        _sub(serial, "source", path=spec.console_log)
+        _sub(serial, "source", path=spec.console_log, append="on")
         _sub(serial, "target", port="0")
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period=str(spec.memory_stats_period_s))

@@ -57,6 +57,7 @@ class EvictionSettings:
     pressure_transition_period_s: float = 30.0
     sampling_interval_s: float = 0.5
     minimum_reclaim_bytes: int = 0
+    pool_allocatable_bytes: int | None = None
     resume_margin_bytes: int = 64 * MIB
     suspend_mode: SuspendMode = SuspendMode.SAVE
     balloon_burstable: bool = False
@@ -109,6 +110,7 @@ eviction:
   pressureTransitionPeriod: 30s   # stay in pressure this long after the signal recovers
   samplingInterval: 500ms
   minimumReclaim: 0       # reclaim at least this much beyond the threshold
+  poolAllocatable: null   # pool signal: memory for VMs; null = host capacity - reserved.memory
   resumeMargin: 64Mi      # headroom kept free when a VM is resumed
   suspendMode: Save       # Save frees RAM (managed save); Pause keeps it (CPU-only relief)
   balloonBurstable: false # first balloon Burstable VMs down towards their request
@@ -268,6 +270,9 @@ def _eviction(reader: _Reader, base: EvictionSettings) -> EvictionSettings:
         ),
         sampling_interval_s=reader.duration("samplingInterval", base.sampling_interval_s),
         minimum_reclaim_bytes=reader.memory("minimumReclaim", base.minimum_reclaim_bytes),
+        pool_allocatable_bytes=(
+            reader.memory("poolAllocatable", 0) if reader.has("poolAllocatable") else None
+        ),
         resume_margin_bytes=reader.memory("resumeMargin", base.resume_margin_bytes),
         suspend_mode=SuspendMode(
             reader.string("suspendMode", base.suspend_mode, tuple(SuspendMode))
@@ -277,6 +282,7 @@ def _eviction(reader: _Reader, base: EvictionSettings) -> EvictionSettings:
         psi_some_avg10_threshold=psi.number("someAvg10", base.psi_some_avg10_threshold),
     )
     soft.get("memoryAvailable")
+    reader.get("poolAllocatable")
     for section in (hard, soft, psi, reader):
         section.done()
     if eviction.sampling_interval_s <= 0:

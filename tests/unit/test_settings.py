@@ -31,6 +31,7 @@ def test_keys_are_camel_case_and_parsed():
                 "hard": {"memoryAvailable": "200Mi"},
                 "soft": {"memoryAvailable": "1Gi", "gracePeriod": "1m"},
                 "samplingInterval": "250ms",
+                "poolAllocatable": "4Gi",
                 "suspendMode": "Pause",
             },
         }
@@ -45,6 +46,8 @@ def test_keys_are_camel_case_and_parsed():
     assert settings.eviction.soft_grace_period_s == 60
     assert settings.eviction.sampling_interval_s == 0.25
     assert settings.eviction.suspend_mode is SuspendMode.PAUSE
+    assert settings.eviction.pool_allocatable_bytes == 4096 * Mi
+    assert Settings().eviction.pool_allocatable_bytes is None
 
 
 @pytest.mark.parametrize(
