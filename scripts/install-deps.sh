@@ -19,7 +19,7 @@ APT_PACKAGES=(
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
     libvirt-dev pkg-config gcc libc6-dev
     linux-image-amd64 busybox-static cpio gzip
-    ruby python3-venv
+    ruby python3-venv procps passwd
 )
 
 missing=()
