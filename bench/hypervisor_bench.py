@@ -27,8 +27,9 @@ from virtualpod.hypervisor import Hypervisor, SuspendMode
 REPO = Path(__file__).resolve().parents[1]
 
 
-def guest_xml(name: str, uuid: str, kernel: str, initrd: str, mib: int, touch: int,
-              log: str) -> str:
+def guest_xml(
+    name: str, uuid: str, kernel: str, initrd: str, mib: int, touch: int, log: str
+) -> str:
     return f"""<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid>
   <memory unit='MiB'>{mib}</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{kernel}</kernel>
@@ -38,8 +39,11 @@ def guest_xml(name: str, uuid: str, kernel: str, initrd: str, mib: int, touch: i
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    return {"p50_s": round(statistics.median(samples), 4), "max_s": round(max(samples), 4),
-            "n": len(samples)}
+    return {
+        "p50_s": round(statistics.median(samples), 4),
+        "max_s": round(max(samples), 4),
+        "n": len(samples),
+    }
 
 
 async def wait_log(path: Path, text: str, timeout: float) -> float:
@@ -52,11 +56,13 @@ async def wait_log(path: Path, text: str, timeout: float) -> float:
     return time.monotonic() - t0
 
 
-async def bench_size(hv: Hypervisor, kernel: str, initrd: str, mib: int,
-                     repeats: int) -> dict[str, Any]:
+async def bench_size(
+    hv: Hypervisor, kernel: str, initrd: str, mib: int, repeats: int
+) -> dict[str, Any]:
     touch = mib * 3 // 4
-    timings: dict[str, list[float]] = {k: [] for k in
-                                       ("define_start", "pause", "resume", "save", "restore")}
+    timings: dict[str, list[float]] = {
+        k: [] for k in ("define_start", "pause", "resume", "save", "restore")
+    }
     boot: list[float] = []
     released: list[int] = []
     for _ in range(repeats):
@@ -94,16 +100,29 @@ async def main() -> None:
     parser.add_argument("--sizes", default="128,512,1024")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    out = subprocess.run([str(REPO / "scripts" / "guest.sh")], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(REPO / "scripts" / "guest.sh")], check=True, capture_output=True, text=True
+    ).stdout
     paths = dict(line.split("=", 1) for line in out.split())
     results = []
     async with Hypervisor(args.uri) as hv:
         for mib in (int(s) for s in args.sizes.split(",")):
-            results.append(await bench_size(hv, paths["GUEST_KERNEL"], paths["GUEST_INITRD"],
-                                            mib, args.repeats))
-    print(json.dumps({"uri": args.uri, "guest": "tcg busybox, 3/4 of RAM touched (random)",
-                      "cpus": os.cpu_count(), "results": results}, indent=2))
+            results.append(
+                await bench_size(
+                    hv, paths["GUEST_KERNEL"], paths["GUEST_INITRD"], mib, args.repeats
+                )
+            )
+    print(
+        json.dumps(
+            {
+                "uri": args.uri,
+                "guest": "tcg busybox, 3/4 of RAM touched (random)",
+                "cpus": os.cpu_count(),
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -150,16 +150,46 @@ class DomainState(enum.IntEnum):
 
 
 _REASONS: dict[DomainState, dict[int, str]] = {
-    DomainState.RUNNING: {0: "unknown", 1: "booted", 2: "migrated", 3: "restored",
-                          4: "from-snapshot", 5: "unpaused", 6: "migration-canceled",
-                          7: "save-canceled", 8: "wakeup", 9: "crashed", 10: "postcopy"},
-    DomainState.PAUSED: {0: "unknown", 1: "user", 2: "migration", 3: "save", 4: "dump",
-                         5: "ioerror", 6: "watchdog", 7: "from-snapshot",
-                         8: "shutting-down", 9: "snapshot", 10: "crashed", 11: "starting-up",
-                         12: "postcopy", 13: "postcopy-failed"},
-    DomainState.SHUTOFF: {0: "unknown", 1: "shutdown", 2: "destroyed", 3: "crashed",
-                          4: "migrated", 5: "saved", 6: "failed", 7: "from-snapshot",
-                          8: "daemon"},
+    DomainState.RUNNING: {
+        0: "unknown",
+        1: "booted",
+        2: "migrated",
+        3: "restored",
+        4: "from-snapshot",
+        5: "unpaused",
+        6: "migration-canceled",
+        7: "save-canceled",
+        8: "wakeup",
+        9: "crashed",
+        10: "postcopy",
+    },
+    DomainState.PAUSED: {
+        0: "unknown",
+        1: "user",
+        2: "migration",
+        3: "save",
+        4: "dump",
+        5: "ioerror",
+        6: "watchdog",
+        7: "from-snapshot",
+        8: "shutting-down",
+        9: "snapshot",
+        10: "crashed",
+        11: "starting-up",
+        12: "postcopy",
+        13: "postcopy-failed",
+    },
+    DomainState.SHUTOFF: {
+        0: "unknown",
+        1: "shutdown",
+        2: "destroyed",
+        3: "crashed",
+        4: "migrated",
+        5: "saved",
+        6: "failed",
+        7: "from-snapshot",
+        8: "daemon",
+    },
     DomainState.CRASHED: {0: "unknown", 1: "panicked"},
 }
 
@@ -316,8 +346,10 @@ def _event_kind(event: int, detail: int) -> EventKind | None:
     if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
         if detail == libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED:
             return EventKind.SAVED
-        if detail in (libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED,
-                      libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED):
+        if detail in (
+            libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED,
+            libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED,
+        ):
             return EventKind.CRASHED
         return EventKind.STOPPED
     if event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
@@ -358,8 +390,12 @@ class EventStream:
     async def __aenter__(self) -> EventStream:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -406,15 +442,19 @@ def detect_cgroup_version(root: Path = Path("/sys/fs/cgroup")) -> int:
 
 
 def _is_local_uri(uri: str) -> bool:
-    return uri.split(":", 1)[0] in ("qemu", "kvm") and "://" in uri and \
-        uri.split("://", 1)[1].startswith("/")
+    return (
+        uri.split(":", 1)[0] in ("qemu", "kvm")
+        and "://" in uri
+        and uri.split("://", 1)[1].startswith("/")
+    )
 
 
 def _boot_files(xml: str) -> list[str]:
     """Files a domain needs to start: disk sources, kernel, initrd."""
     root = ET.fromstring(xml)
-    paths = [e.text for e in (root.find("os/kernel"), root.find("os/initrd"))
-             if e is not None and e.text]
+    paths = [
+        e.text for e in (root.find("os/kernel"), root.find("os/initrd")) if e is not None and e.text
+    ]
     for disk in root.findall("devices/disk"):
         source = disk.find("source")
         if source is not None and disk.get("type", "file") == "file" and source.get("file"):
@@ -445,8 +485,7 @@ class Hypervisor:
             cgroup_version = detect_cgroup_version() if self.local else 1
         #: On 2, cpu shares are converted to cpu.weight before libvirt sees them.
         self.cgroup_version = cgroup_version
-        self._executor = ThreadPoolExecutor(max_workers=max_workers,
-                                            thread_name_prefix="libvirt")
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="libvirt")
         self._conn: Any = None
         self._conn_lock: asyncio.Lock | None = None
         self._subscribers: set[EventStream] = set()
@@ -462,8 +501,12 @@ class Hypervisor:
         await self.connect()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def connect(self) -> None:
@@ -519,9 +562,14 @@ class Hypervisor:
                     if time.monotonic() + delay > deadline:
                         raise Unreachable(
                             f"cannot connect to {self.uri}: {e.get_error_message()}",
-                            libvirt_code=e.get_error_code()) from e
-                    log.info("libvirt %s unreachable (%s); retrying in %.2fs",
-                             self.uri, e.get_error_message(), delay)
+                            libvirt_code=e.get_error_code(),
+                        ) from e
+                    log.info(
+                        "libvirt %s unreachable (%s); retrying in %.2fs",
+                        self.uri,
+                        e.get_error_message(),
+                        delay,
+                    )
                     await asyncio.sleep(delay)  # backoff between attempts
                     delay = min(delay * 2, 2.0)
                     continue
@@ -541,7 +589,8 @@ class Hypervisor:
         with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(self._on_close, None)
         conn._virtualpod_lifecycle_id = conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+        )
         return conn
 
     def _on_close(self, conn: Any, reason: int, _opaque: object) -> None:
@@ -565,8 +614,7 @@ class Hypervisor:
 
         self._reconnect_task = asyncio.get_running_loop().create_task(reconnect())
 
-    def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int,
-                      _opaque: object) -> None:
+    def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: object) -> None:
         kind = _event_kind(event, detail)
         if kind is not None:
             self._publish(DomainEvent(kind, dom.UUIDString(), dom.name(), event, detail))
@@ -587,8 +635,7 @@ class Hypervisor:
                 return await self._thread(fn, conn, *args)
             except libvirt.libvirtError as e:
                 if attempt == 1 and not await self._thread(self._alive, conn):
-                    log.warning("libvirt connection lost (%s); reconnecting",
-                                e.get_error_message())
+                    log.warning("libvirt connection lost (%s); reconnecting", e.get_error_message())
                     self._discard(conn)
                     continue
                 raise _translate(e) from e
@@ -608,8 +655,9 @@ class Hypervisor:
             return conn.lookupByUUIDString(uuid)
         except libvirt.libvirtError as e:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                raise DomainNotFound(f"no domain with uuid {uuid}",
-                                     libvirt_code=e.get_error_code()) from e
+                raise DomainNotFound(
+                    f"no domain with uuid {uuid}", libvirt_code=e.get_error_code()
+                ) from e
             raise
 
     @staticmethod
@@ -618,11 +666,15 @@ class Hypervisor:
         st = DomainState(state)
         _, max_kib, cur_kib, vcpus, _ = dom.info()
         return DomainInfo(
-            uuid=dom.UUIDString(), name=dom.name(), state=st,
+            uuid=dom.UUIDString(),
+            name=dom.name(),
+            state=st,
             reason=_REASONS.get(st, {}).get(reason, str(reason)),
             persistent=bool(dom.isPersistent()),
             has_managed_save=bool(dom.hasManagedSaveImage(0)),
-            vcpus=vcpus, max_memory_bytes=max_kib * KIB, memory_bytes=cur_kib * KIB,
+            vcpus=vcpus,
+            max_memory_bytes=max_kib * KIB,
+            memory_bytes=cur_kib * KIB,
         )
 
     async def lookup(self, uuid: str) -> DomainInfo:
@@ -635,9 +687,11 @@ class Hypervisor:
                 return self._info(conn.lookupByName(name))
             except libvirt.libvirtError as e:
                 if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    raise DomainNotFound(f"no domain named {name}",
-                                         libvirt_code=e.get_error_code()) from e
+                    raise DomainNotFound(
+                        f"no domain named {name}", libvirt_code=e.get_error_code()
+                    ) from e
                 raise
+
         return await self._call(fn)
 
     async def exists(self, uuid: str) -> bool:
@@ -649,6 +703,7 @@ class Hypervisor:
 
     async def list_domains(self) -> list[DomainInfo]:
         """Domains carrying our `<metadata>` element (others on the host are left alone)."""
+
         def fn(conn: Any) -> list[DomainInfo]:
             out = []
             for dom in conn.listAllDomains(0):
@@ -658,6 +713,7 @@ class Hypervisor:
                 except libvirt.libvirtError:
                     continue  # not ours, or vanished while listing
             return out
+
         return await self._call(fn)
 
     async def xml(self, uuid: str, *, inactive: bool = False) -> str:
@@ -687,8 +743,11 @@ class Hypervisor:
             dom = conn.defineXML(xml)
             after = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             return DefineResult(
-                uuid=dom.UUIDString(), name=dom.name(), created=before is None,
-                changed=before != after, restart_needed=self._restart_needed(dom, after),
+                uuid=dom.UUIDString(),
+                name=dom.name(),
+                created=before is None,
+                changed=before != after,
+                restart_needed=self._restart_needed(dom, after),
             )
 
         try:
@@ -718,6 +777,7 @@ class Hypervisor:
 
     async def start(self, uuid: str) -> StartResult:
         """Boot, or restore a managed-save image; no-op when already active."""
+
         def fn(conn: Any) -> StartResult:
             dom = self._dom(conn, uuid)
             if dom.isActive():
@@ -726,22 +786,25 @@ class Hypervisor:
                 missing = [p for p in _boot_files(dom.XMLDesc(0)) if not os.path.exists(p)]
                 if missing:
                     raise DiskImageMissing(
-                        f"domain {dom.name()} needs missing file(s): {', '.join(missing)}")
+                        f"domain {dom.name()} needs missing file(s): {', '.join(missing)}"
+                    )
             restored = bool(dom.hasManagedSaveImage(0))
             t0 = time.monotonic()
             try:
                 dom.create()
             except libvirt.libvirtError as e:
                 if "No such file or directory" in (e.get_error_message() or ""):
-                    raise DiskImageMissing(e.get_error_message(),
-                                           libvirt_code=e.get_error_code()) from e
+                    raise DiskImageMissing(
+                        e.get_error_message(), libvirt_code=e.get_error_code()
+                    ) from e
                 raise
-            return StartResult(started=True, restored=restored,
-                               seconds=time.monotonic() - t0)
+            return StartResult(started=True, restored=restored, seconds=time.monotonic() - t0)
+
         return await self._call(fn)
 
     async def destroy(self, uuid: str) -> bool:
         """Hard power-off; True if it was running. Raises DomainNotFound."""
+
         def fn(conn: Any) -> bool:
             dom = self._dom(conn, uuid)
             if not dom.isActive():
@@ -753,20 +816,24 @@ class Hypervisor:
                     return False  # stopped in the meantime
                 raise
             return True
+
         return await self._call(fn)
 
     async def shutdown(self, uuid: str) -> bool:
         """Ask the guest to power off (ACPI); True if the request was sent."""
+
         def fn(conn: Any) -> bool:
             dom = self._dom(conn, uuid)
             if not dom.isActive():
                 return False
             dom.shutdown()
             return True
+
         return await self._call(fn)
 
-    async def stop(self, uuid: str, grace_seconds: float = 30.0,
-                   poll_interval: float = 0.2) -> bool:
+    async def stop(
+        self, uuid: str, grace_seconds: float = 30.0, poll_interval: float = 0.2
+    ) -> bool:
         """Graceful shutdown, then destroy after `grace_seconds`; True if it was running.
 
         A paused guest cannot react to ACPI, so it is destroyed at once.
@@ -790,6 +857,7 @@ class Hypervisor:
 
         Returns False when there was nothing to remove.
         """
+
         def fn(conn: Any) -> bool:
             try:
                 dom = self._dom(conn, uuid)
@@ -798,18 +866,23 @@ class Hypervisor:
             if dom.isActive():
                 with contextlib.suppress(libvirt.libvirtError):
                     dom.destroy()
-            flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                     | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+            flags = (
+                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+            )
             try:
                 dom.undefineFlags(flags | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
             except libvirt.libvirtError as e:
                 if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     return False
-                if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG,
-                                              libvirt.VIR_ERR_NO_SUPPORT):
+                if e.get_error_code() not in (
+                    libvirt.VIR_ERR_INVALID_ARG,
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                ):
                     raise
                 dom.undefineFlags(flags)  # drivers without NVRAM support
             return True
+
         return await self._call(fn)
 
     # --------------------------------------------------------------- live tuning
@@ -854,8 +927,12 @@ class Hypervisor:
             flags = self._affect(dom)
             t0 = time.monotonic()
             self._both(lambda f: dom.setSchedulerParametersFlags(params, f), flags)
-            return TuneResult(live=bool(flags & libvirt.VIR_DOMAIN_AFFECT_LIVE),
-                              seconds=time.monotonic() - t0, parameters=dict(params))
+            return TuneResult(
+                live=bool(flags & libvirt.VIR_DOMAIN_AFFECT_LIVE),
+                seconds=time.monotonic() - t0,
+                parameters=dict(params),
+            )
+
         return await self._call(fn)
 
     async def scheduler_parameters(self, uuid: str, *, live: bool = True) -> dict[str, int]:
@@ -865,6 +942,7 @@ class Hypervisor:
             dom = self._dom(conn, uuid)
             active_flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if not dom.isActive() else flags
             return dict(dom.schedulerParametersFlags(active_flags))
+
         return await self._call(fn)
 
     async def set_memtune(self, uuid: str, tune: MemTune) -> TuneResult:
@@ -883,25 +961,31 @@ class Hypervisor:
                 if rss is not None and tune.hard_limit_bytes < rss:
                     raise HardLimitBelowUsage(
                         f"hard_limit {tune.hard_limit_bytes} B is below the current RSS "
-                        f"{rss} B of {dom.name()}", limit_bytes=tune.hard_limit_bytes,
-                        usage_bytes=rss)
+                        f"{rss} B of {dom.name()}",
+                        limit_bytes=tune.hard_limit_bytes,
+                        usage_bytes=rss,
+                    )
             t0 = time.monotonic()
             try:
                 self._both(lambda f: dom.setMemoryParameters(params, f), flags)
             except libvirt.libvirtError as e:
-                if "busy" in (e.get_error_message() or "").lower() and \
-                        tune.hard_limit_bytes is not None:
+                if (
+                    "busy" in (e.get_error_message() or "").lower()
+                    and tune.hard_limit_bytes is not None
+                ):
                     raise HardLimitBelowUsage(
-                        e.get_error_message(), limit_bytes=tune.hard_limit_bytes,
-                        usage_bytes=self._rss_bytes(dom) or 0) from e
+                        e.get_error_message(),
+                        limit_bytes=tune.hard_limit_bytes,
+                        usage_bytes=self._rss_bytes(dom) or 0,
+                    ) from e
                 raise
             return TuneResult(live=live, seconds=time.monotonic() - t0, parameters=params)
+
         return await self._call(fn)
 
     async def memory_parameters(self, uuid: str) -> dict[str, int]:
         """Current memtune in KiB, as libvirt reports it (unlimited = 9007199254740991)."""
-        return await self._call(
-            lambda c: dict(self._dom(c, uuid).memoryParameters(0)))
+        return await self._call(lambda c: dict(self._dom(c, uuid).memoryParameters(0)))
 
     async def set_balloon(self, uuid: str, memory_bytes: int) -> TuneResult:
         """Balloon target (guest-visible memory); cannot exceed the maximum memory."""
@@ -912,8 +996,12 @@ class Hypervisor:
             flags = self._affect(dom)
             t0 = time.monotonic()
             self._both(lambda f: dom.setMemoryFlags(kib, f), flags)
-            return TuneResult(live=bool(flags & libvirt.VIR_DOMAIN_AFFECT_LIVE),
-                              seconds=time.monotonic() - t0, parameters={"memory_kib": kib})
+            return TuneResult(
+                live=bool(flags & libvirt.VIR_DOMAIN_AFFECT_LIVE),
+                seconds=time.monotonic() - t0,
+                parameters={"memory_kib": kib},
+            )
+
         return await self._call(fn)
 
     # ------------------------------------------------------------------- suspend
@@ -923,6 +1011,7 @@ class Hypervisor:
 
         Idempotent: a domain already paused (PAUSE) or saved (SAVE) is left as is.
         """
+
         def fn(conn: Any) -> SuspendResult:
             dom = self._dom(conn, uuid)
             state = DomainState(dom.state()[0])
@@ -945,6 +1034,7 @@ class Hypervisor:
             seconds = time.monotonic() - t0
             after = self._rss_bytes(dom) if dom.isActive() else 0
             return SuspendResult(mode, True, seconds, before, after)
+
         return await self._call(fn)
 
     async def resume(self, uuid: str, mode: SuspendMode | None = None) -> ResumeResult:
@@ -952,6 +1042,7 @@ class Hypervisor:
 
         mode None infers it from the state. Idempotent when already running.
         """
+
         def fn(conn: Any) -> ResumeResult:
             dom = self._dom(conn, uuid)
             state = DomainState(dom.state()[0])
@@ -969,6 +1060,7 @@ class Hypervisor:
             else:
                 raise InvalidState(f"cannot resume {dom.name()}: shut off, no saved image")
             return ResumeResult(actual, True, time.monotonic() - t0)
+
         return await self._call(fn)
 
     # --------------------------------------------------------------- observation
@@ -990,31 +1082,46 @@ class Hypervisor:
 
             def b(key: str) -> int | None:
                 return raw[key] * KIB if key in raw else None
-            return VMMemory(actual_bytes=b("actual"), rss_bytes=b("rss"),
-                            unused_bytes=b("unused"), usable_bytes=b("usable"),
-                            available_bytes=b("available"), raw=raw)
+
+            return VMMemory(
+                actual_bytes=b("actual"),
+                rss_bytes=b("rss"),
+                unused_bytes=b("unused"),
+                usable_bytes=b("usable"),
+                available_bytes=b("available"),
+                raw=raw,
+            )
+
         return await self._call(fn)
 
     async def set_memory_stats_period(self, uuid: str, seconds: int) -> None:
         """How often the balloon driver refreshes guest stats (unused/usable)."""
+
         def fn(conn: Any) -> None:
             dom = self._dom(conn, uuid)
             self._both(lambda f: dom.setMemoryStatsPeriod(seconds, f), self._affect(dom))
+
         await self._call(fn)
 
     async def host_memory(self) -> HostMemory:
         """Whole-host memory (all NUMA cells). Unsupported on the test driver."""
+
         def fn(conn: Any) -> HostMemory:
             stats = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)
-            return HostMemory(total_bytes=stats["total"] * KIB, free_bytes=stats["free"] * KIB,
-                              buffers_bytes=stats.get("buffers", 0) * KIB,
-                              cached_bytes=stats.get("cached", 0) * KIB)
+            return HostMemory(
+                total_bytes=stats["total"] * KIB,
+                free_bytes=stats["free"] * KIB,
+                buffers_bytes=stats.get("buffers", 0) * KIB,
+                cached_bytes=stats.get("cached", 0) * KIB,
+            )
+
         return await self._call(fn)
 
     async def host_cpus(self) -> HostCpus:
         def fn(conn: Any) -> HostCpus:
             model, _mem_mib, cpus, mhz, *_ = conn.getInfo()
             return HostCpus(cpus=int(cpus), model=str(model), mhz=int(mhz))
+
         return await self._call(fn)
 
     async def qemu_pid(self, uuid: str) -> int | None:
@@ -1047,6 +1154,7 @@ class Hypervisor:
             except OSError as e:
                 return OomScoreResult(False, pid, value, str(e))
             return OomScoreResult(True, pid, value)
+
         return await self._thread(write)
 
 
@@ -1061,11 +1169,16 @@ def _translate(e: libvirt.libvirtError) -> HypervisorError:
     msg = e.get_error_message() or str(e)
     if code == libvirt.VIR_ERR_NO_DOMAIN:
         return DomainNotFound(msg, libvirt_code=code)
-    if code in (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_XML_DETAIL,
-                libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_XML_INVALID_SCHEMA):
+    if code in (
+        libvirt.VIR_ERR_XML_ERROR,
+        libvirt.VIR_ERR_XML_DETAIL,
+        libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+        libvirt.VIR_ERR_XML_INVALID_SCHEMA,
+    ):
         return XMLRejected(msg, libvirt_code=code)
     if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED) or (
-            code == libvirt.VIR_ERR_INVALID_ARG and "unsupported flags" in msg):
+        code == libvirt.VIR_ERR_INVALID_ARG and "unsupported flags" in msg
+    ):
         return Unsupported(msg, libvirt_code=code)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return InvalidState(msg, libvirt_code=code)

@@ -21,7 +21,7 @@ from virtualpod.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 TEST_URI = "test:///default"
 QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI", "")
-NO_QEMU = "VIRTUALPOD_QEMU_URI not set: run `eval \"$(scripts/libvirtd.sh start)\"` (root)"
+NO_QEMU = 'VIRTUALPOD_QEMU_URI not set: run `eval "$(scripts/libvirtd.sh start)"` (root)'
 
 qemu_only = [pytest.mark.qemu, pytest.mark.skipif(not QEMU_URI, reason=NO_QEMU)]
 
@@ -30,10 +30,12 @@ def pytest_report_header() -> str:
     return f"libvirt: {TEST_URI}" + (f" and {QEMU_URI}" if QEMU_URI else f" only ({NO_QEMU})")
 
 
-@pytest.fixture(params=[
-    pytest.param(TEST_URI, id="test-driver"),
-    pytest.param(QEMU_URI or "qemu:///system", id="qemu", marks=qemu_only),
-])
+@pytest.fixture(
+    params=[
+        pytest.param(TEST_URI, id="test-driver"),
+        pytest.param(QEMU_URI or "qemu:///system", id="qemu", marks=qemu_only),
+    ]
+)
 def uri(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -49,21 +51,39 @@ def qemu_uri() -> str:
 def manifest(kind: str, name: str) -> dict[str, Any]:
     resources: dict[str, list[dict[str, Any]]] = {
         "burstable": [
-            {"name": "app", "image": "app",
-             "resources": {"requests": {"cpu": "250m", "memory": "96Mi"},
-                           "limits": {"cpu": "1", "memory": "128Mi"}}},
-            {"name": "sidecar", "image": "sidecar",
-             "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}}},
+            {
+                "name": "app",
+                "image": "app",
+                "resources": {
+                    "requests": {"cpu": "250m", "memory": "96Mi"},
+                    "limits": {"cpu": "1", "memory": "128Mi"},
+                },
+            },
+            {
+                "name": "sidecar",
+                "image": "sidecar",
+                "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}},
+            },
         ],
         "burstable-limited": [
-            {"name": "app", "image": "app",
-             "resources": {"requests": {"cpu": "200m", "memory": "64Mi"},
-                           "limits": {"cpu": "500m", "memory": "128Mi"}}},
+            {
+                "name": "app",
+                "image": "app",
+                "resources": {
+                    "requests": {"cpu": "200m", "memory": "64Mi"},
+                    "limits": {"cpu": "500m", "memory": "128Mi"},
+                },
+            },
         ],
         "guaranteed": [
-            {"name": "app", "image": "app",
-             "resources": {"requests": {"cpu": "1", "memory": "128Mi"},
-                           "limits": {"cpu": "1", "memory": "128Mi"}}},
+            {
+                "name": "app",
+                "image": "app",
+                "resources": {
+                    "requests": {"cpu": "1", "memory": "128Mi"},
+                    "limits": {"cpu": "1", "memory": "128Mi"},
+                },
+            },
         ],
         "besteffort": [{"name": "app", "image": "app"}],
     }
@@ -77,8 +97,9 @@ def manifest(kind: str, name: str) -> dict[str, Any]:
 
 SETTINGS = dataclasses.replace(
     Settings(),
-    default_container_size=dataclasses.replace(Settings().default_container_size,
-                                               memory_bytes=64 * 1024 * 1024),
+    default_container_size=dataclasses.replace(
+        Settings().default_container_size, memory_bytes=64 * 1024 * 1024
+    ),
 )
 
 
@@ -126,7 +147,8 @@ def guest_image(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     """Kernel + initramfs of the TCG test guest (scripts/guest.sh)."""
     if not list(Path("/boot").glob("vmlinuz-*")):
         pytest.skip("no /boot/vmlinuz-*: install linux-image-amd64 (scripts/install-deps.sh)")
-    out = subprocess.run([str(REPO / "scripts" / "guest.sh")], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [str(REPO / "scripts" / "guest.sh")], check=True, capture_output=True, text=True
+    ).stdout
     values = dict(line.split("=", 1) for line in out.split())
     return values["GUEST_KERNEL"], values["GUEST_INITRD"]

@@ -29,14 +29,17 @@ from virtualpod.hypervisor import (
 MIB = 1024 * 1024
 
 
-async def until_kind(events: EventStream, uuid: str, kind: EventKind,
-                     timeout: float = 15.0) -> DomainEvent:
+async def until_kind(
+    events: EventStream, uuid: str, kind: EventKind, timeout: float = 15.0
+) -> DomainEvent:
     """Next event of `kind` for `uuid` (others are skipped)."""
+
     async def find() -> DomainEvent:
         while True:
             event = await events.next()
             if event.uuid == uuid and event.kind is kind:
                 return event
+
     return await asyncio.wait_for(find(), timeout)
 
 
@@ -89,7 +92,7 @@ async def test_update_reports_what_needs_a_restart(hv: Hypervisor, vms: VMs) -> 
 
 async def test_rejected_xml_keeps_libvirts_message(hv: Hypervisor, vms: VMs) -> None:
     plan = vms.plan("burstable")
-    bad = plan.domain_xml.replace("<memory unit=\"KiB\">", "<memory unit=\"parsecs\">")
+    bad = plan.domain_xml.replace('<memory unit="KiB">', '<memory unit="parsecs">')
     assert bad != plan.domain_xml
     with pytest.raises(XMLRejected) as info:
         await hv.ensure_defined(bad)
@@ -138,8 +141,13 @@ async def test_stop_ends_a_paused_domain(hv: Hypervisor, vms: VMs) -> None:
 
 async def test_unknown_domain(hv: Hypervisor) -> None:
     missing = str(uuidlib.uuid4())
-    for call in (hv.lookup(missing), hv.start(missing), hv.destroy(missing),
-                 hv.suspend(missing, SuspendMode.SAVE), hv.memory_stats(missing)):
+    for call in (
+        hv.lookup(missing),
+        hv.start(missing),
+        hv.destroy(missing),
+        hv.suspend(missing, SuspendMode.SAVE),
+        hv.memory_stats(missing),
+    ):
         with pytest.raises(DomainNotFound):
             await call
     with pytest.raises(DomainNotFound):
@@ -175,8 +183,7 @@ async def test_save_frees_and_restore_runs(hv: Hypervisor, vms: VMs) -> None:
     assert result.released_bytes == result.rss_before_bytes
     assert result.released_bytes > 0
     info = await hv.lookup(plan.uuid)
-    assert (info.state, info.reason, info.has_managed_save) == (
-        DomainState.SHUTOFF, "saved", True)
+    assert (info.state, info.reason, info.has_managed_save) == (DomainState.SHUTOFF, "saved", True)
     assert not (await hv.suspend(plan.uuid, SuspendMode.SAVE)).changed
     with pytest.raises(InvalidState):
         await hv.suspend(plan.uuid, SuspendMode.PAUSE)

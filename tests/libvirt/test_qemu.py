@@ -70,8 +70,10 @@ def assert_cgroups_match(pid: int, cputune: CpuTune, memtune: MemTune) -> None:
     else:
         assert read_int(cpu / "cpu.cfs_period_us") == cputune.period_us
         assert read_int(cpu / "cpu.cfs_quota_us") == cputune.quota_us
-    for name, expected in (("memory.limit_in_bytes", memtune.hard_limit_bytes),
-                           ("memory.soft_limit_in_bytes", memtune.soft_limit_bytes)):
+    for name, expected in (
+        ("memory.limit_in_bytes", memtune.hard_limit_bytes),
+        ("memory.soft_limit_in_bytes", memtune.soft_limit_bytes),
+    ):
         value = read_int(memory / name)
         if expected is None:
             assert value >= UNLIMITED_MEMCG, name
@@ -108,8 +110,7 @@ async def test_live_tuning_changes_the_cgroup(hv: Hypervisor, vms: VMs) -> None:
     assert_cgroups_match(pid, CpuTune(shares=2), MemTune())
 
 
-async def test_save_removes_the_process_and_resume_brings_it_back(hv: Hypervisor,
-                                                                   vms: VMs) -> None:
+async def test_save_removes_the_process_and_resume_brings_it_back(hv: Hypervisor, vms: VMs) -> None:
     plan = await vms.running("guaranteed")
     pid = await qemu_pid(hv, plan)
     cpu_cgroup = cgroup_dir(pid, "cpu")
@@ -156,7 +157,9 @@ async def test_missing_disk_image(hv: Hypervisor, vms: VMs, tmp_path: Path) -> N
     xml = plan.domain_xml.replace(
         "<devices>",
         f"<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-        f"<source file='{missing}'/><target dev='vda' bus='virtio'/></disk>", 1)
+        f"<source file='{missing}'/><target dev='vda' bus='virtio'/></disk>",
+        1,
+    )
     await hv.ensure_defined(xml)
     with pytest.raises(DiskImageMissing, match=str(missing)):
         await hv.start(plan.uuid)
@@ -164,8 +167,9 @@ async def test_missing_disk_image(hv: Hypervisor, vms: VMs, tmp_path: Path) -> N
 
 
 def libvirtd(command: str) -> str:
-    return subprocess.run([str(LIBVIRTD_SH), command], check=True, capture_output=True,
-                          text=True, timeout=120).stdout
+    return subprocess.run(
+        [str(LIBVIRTD_SH), command], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
 
 
 @pytest.fixture
@@ -193,6 +197,7 @@ async def test_libvirtd_restart_does_not_break_the_backend(hv: Hypervisor, vms: 
                 event = await events.next()
                 if event.uuid == plan.uuid and event.kind is EventKind.PAUSED:
                     return True
+
         assert await asyncio.wait_for(paused(), 10)
 
 
@@ -237,17 +242,20 @@ class Guest:
         self.writer.write(line.encode() + b"\n")
         await self.writer.drain()
         seen = b""
+
         async def read() -> None:
             nonlocal seen
             while expect.encode() not in seen:
                 chunk = await self.reader.read(4096)  # type: ignore[union-attr]
                 assert chunk, f"console closed; got {seen!r}"
                 seen += chunk
+
         await asyncio.wait_for(read(), timeout)
 
 
-def guest_xml(name: str, uuid: str, kernel: str, initrd: str, socket: Path, log: Path,
-              memory_mib: int) -> str:
+def guest_xml(
+    name: str, uuid: str, kernel: str, initrd: str, socket: Path, log: Path, memory_mib: int
+) -> str:
     return f"""<domain type='qemu'>
   <name>{name}</name><uuid>{uuid}</uuid>
   <memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>
@@ -263,19 +271,25 @@ def guest_xml(name: str, uuid: str, kernel: str, initrd: str, socket: Path, log:
 
 
 @pytest.fixture
-async def guest(hv: Hypervisor, vms: VMs,
-                guest_image: tuple[str, str]) -> AsyncIterator[tuple[str, Guest]]:
+async def guest(
+    hv: Hypervisor, vms: VMs, guest_image: tuple[str, str]
+) -> AsyncIterator[tuple[str, Guest]]:
     kernel, initrd = guest_image
     work = Path(tempfile.mkdtemp(prefix="vpg-"))  # short: unix socket paths are limited
     uuid = vms.track(str(uuidlib.uuid4()))
     # Not <name>.log: that is the domain's own QEMU log.
     socket = work / "console.sock"
     log = Path(f"/var/log/libvirt/qemu/vpg-{uuid[:8]}.serial.log")
-    await hv.ensure_defined(guest_xml(f"vpg-{uuid[:8]}", uuid, kernel, initrd, socket, log,
-                                      memory_mib=384))
+    await hv.ensure_defined(
+        guest_xml(f"vpg-{uuid[:8]}", uuid, kernel, initrd, socket, log, memory_mib=384)
+    )
     await hv.start(uuid)
-    wait_for(lambda: log.exists() and "VPGUEST READY" in log.read_text(errors="replace"),
-             90, interval=0.2, what="guest boot")
+    wait_for(
+        lambda: log.exists() and "VPGUEST READY" in log.read_text(errors="replace"),
+        90,
+        interval=0.2,
+        what="guest boot",
+    )
     console = Guest(socket, log)
     await console.connect()
     yield uuid, console
@@ -289,8 +303,7 @@ async def rss(hv: Hypervisor, uuid: str) -> int:
     return value
 
 
-async def test_guest_memory_rss_balloon_and_save(hv: Hypervisor,
-                                                 guest: tuple[str, Guest]) -> None:
+async def test_guest_memory_rss_balloon_and_save(hv: Hypervisor, guest: tuple[str, Guest]) -> None:
     uuid, console = guest
     assert "balloon=yes" in console.log.read_text(errors="replace")
     before = await rss(hv, uuid)
@@ -299,8 +312,7 @@ async def test_guest_memory_rss_balloon_and_save(hv: Hypervisor,
     assert grown - before >= 150 * MIB, (before, grown)
 
     # The balloon driver reports guest-side numbers.
-    stats = await async_wait_for(
-        lambda: hv.memory_stats(uuid), 15, 0.2, what="balloon stats")
+    stats = await async_wait_for(lambda: hv.memory_stats(uuid), 15, 0.2, what="balloon stats")
     await async_wait_for(lambda: _has_usable(hv, uuid), 15, 0.2, what="usable in stats")
     assert stats.actual_bytes == 384 * MIB
 
@@ -309,8 +321,9 @@ async def test_guest_memory_rss_balloon_and_save(hv: Hypervisor,
     target = 160 * MIB
     await hv.set_balloon(uuid, target)
     await async_wait_for(lambda: _actual_is(hv, uuid, target), 30, 0.2, what="balloon")
-    shrunk = await async_wait_for(lambda: _rss_below(hv, uuid, grown - 100 * MIB), 30, 0.2,
-                                  what="RSS drop after ballooning")
+    shrunk = await async_wait_for(
+        lambda: _rss_below(hv, uuid, grown - 100 * MIB), 30, 0.2, what="RSS drop after ballooning"
+    )
     assert shrunk < grown - 100 * MIB
 
     # Save frees everything; the restored guest still has its RAM (state counter).
