@@ -37,7 +37,7 @@ echo "== kubectl get vpod -w (phase changes as they happen)"
 kubectl get vpod -n "$NS" -w &
 watcher=$!
 
-echo "== creating a Guaranteed VM that fills 832 MiB of the 1152Mi VM pool"
+echo "== creating a Guaranteed VM that fills 832 MiB of the 896Mi VM pool"
 kubectl apply -f "$REPO/manifests/demo/pressure/hog.yaml" >/dev/null
 phase_is batch Suspended "$TIMEOUT" >/dev/null
 echo "== BestEffort batch suspended"

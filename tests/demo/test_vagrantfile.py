@@ -14,7 +14,7 @@ import yaml
 
 from virtualpod.plan import plan_virtualpod
 from virtualpod.qos import QOSClass
-from virtualpod.settings import load_settings
+from virtualpod.settings import PressureSignal, load_settings, settings_from_mapping
 
 REPO = Path(__file__).resolve().parents[2]
 VAGRANTFILE = REPO / "Vagrantfile"
@@ -101,3 +101,26 @@ def test_hog_guest_does_not_outgrow_its_hard_limit():
     assert touch_mib * 2**20 < plan.size.memory_bytes
     assert plan.memtune.hard_limit_bytes is not None
     assert touch_mib * 2**20 + 128 * 2**20 < plan.memtune.hard_limit_bytes
+
+
+def _box_settings() -> dict:
+    text = PROVISION.read_text(encoding="utf-8")
+    block = re.search(r'cat >"\$SETTINGS" <<YAML\n(.*?)\nYAML\n', text, flags=re.DOTALL)
+    assert block, "the provision script no longer writes the settings heredoc"
+    rendered = block[1].replace("$(hostname)", "virtualpod").replace("$domain_type", "kvm")
+    return yaml.safe_load(rendered)
+
+
+def test_box_settings_load_and_the_hog_exhausts_the_pool():
+    """The in-box demo only works if the hog's touched memory alone nearly fills the pool."""
+    settings = settings_from_mapping(_box_settings())
+    assert settings.libvirt_uri == "qemu:///system"
+    assert settings.eviction.signal is PressureSignal.POOL
+    pool = settings.eviction.pool_allocatable_bytes
+    assert pool is not None
+    hog = yaml.safe_load((REPO / "manifests/demo/pressure/hog.yaml").read_text(encoding="utf-8"))
+    touch = int(re.search(r"vp\.touch=(\d+)", hog["spec"]["boot"]["kernel"]["cmdline"])[1])
+    demo_vms_at_least = 3 * 32 * 2**20  # a diskless QEMU guest's RSS is ~40 MiB
+    assert touch * 2**20 + demo_vms_at_least > pool - settings.eviction.hard_memory_available_bytes
+    # ...and without the hog the demo VMs leave the pool far from its threshold.
+    assert pool - 3 * 160 * 2**20 > settings.eviction.hard_memory_available_bytes
