@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import libvirt
+
 from virtualpod.domain import METADATA_NS
 from virtualpod.spec import SuspendMode
 from virtualpod.tuning import CpuTune, MemTune, cpu_weight_from_shares
