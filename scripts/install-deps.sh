@@ -31,11 +31,18 @@ done
 if [[ -n "${SKIP_APT:-}" ]]; then
     echo "install-deps: SKIP_APT set; not installing: ${missing[*]:-nothing missing}"
 elif (( ${#missing[@]} )); then
-    [[ $EUID -eq 0 ]] || { echo "install-deps: need root for apt: ${missing[*]}" >&2; exit 1; }
+    as_root=()
+    if [[ $EUID -ne 0 ]]; then
+        sudo -n true 2>/dev/null || {
+            echo "install-deps: need root or passwordless sudo for apt: ${missing[*]}" >&2
+            exit 1
+        }
+        as_root=(sudo -n env DEBIAN_FRONTEND=noninteractive)
+    fi
     echo "install-deps: apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
 else
     echo "install-deps: apt packages present"
 fi
