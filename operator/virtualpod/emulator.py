@@ -26,7 +26,7 @@ import secrets
 import string
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,6 +307,8 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         self._closing = False
         #: Open watch streams per resource key (tests wait for the operator's watch).
         self.watchers: dict[str, int] = {}
+        self._holding: Callable[[str, str, str | None, str | None], bool] | None = None
+        self._released = asyncio.Event()
         self.history_limit = DEFAULT_HISTORY
         for spec in (*BUILTIN_RESOURCES, VIRTUALPODS):
             self.declare(spec)
@@ -346,6 +348,19 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         spec = self._specs[resource_key]
         namespace = obj.get("metadata", {}).get("namespace") if spec.namespaced else None
         return self._create(spec, namespace or ("default" if spec.namespaced else None), obj)
+
+    def hold_writes(self, predicate: Callable[[str, str, str | None, str | None], bool]) -> None:
+        """Stall matching writes, as an unreachable API server would; `release_writes()`
+        then fails them with 503 without applying them.
+
+        `predicate(method, content_type, namespace, name)` picks the writes to stall.
+        """
+        self._holding = predicate
+        self._released = asyncio.Event()
+
+    def release_writes(self) -> None:
+        self._holding = None
+        self._released.set()
 
     def close_watches(self) -> None:
         """End every open watch stream (the server is going away)."""
@@ -398,6 +413,11 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             return aiohttp.web.json_response(self._list(t, query))
         if method == "GET":
             return aiohttp.web.json_response(self._fetch(t))
+        if self._holding is not None and self._holding(
+            method, raw.content_type, t.namespace, t.name
+        ):
+            await self._released.wait()
+            raise ApiError(503, "ServiceUnavailable", "the server is currently unavailable")
         body = await raw.read()
         try:
             data = json.loads(body) if body else None

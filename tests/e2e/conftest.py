@@ -82,7 +82,7 @@ class Operator:
         )
         try:
             loop.run_until_complete(self.main)
-        except BaseException as error:  # noqa: BLE001 (reported by the fixture)
+        except BaseException as error:
             self.error = error
         finally:
             with contextlib.suppress(Exception):
@@ -110,7 +110,9 @@ class Operator:
 
     async def kill(self) -> None:
         """Cancel the operator mid-work: handlers do not finish, nothing is cleaned up."""
-        assert self.loop is not None and self.main is not None and self.thread is not None
+        assert self.loop is not None
+        assert self.main is not None
+        assert self.thread is not None
         tasks = list(self.ctx.tasks)
 
         def cancel_all() -> None:
@@ -156,8 +158,7 @@ class Env:
 
 
 def _settings(uri: str) -> Settings:
-    domain_type = "kvm" if uri.startswith("qemu") else "kvm"
-    return replace(Settings(), libvirt_uri=uri, host_name=HOST, domain_type=domain_type)
+    return replace(Settings(), libvirt_uri=uri, host_name=HOST, domain_type="kvm")
 
 
 def _cluster_kube(path: str) -> tuple[str, Kube]:

@@ -1,0 +1,137 @@
+"""Crashes, bad input, changes behind the operator's back, a host that is too small."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import Env, unique, vpod
+from tests.e2e.test_lifecycle import condition, wait_phase
+from tests.waiting import async_wait_for
+from virtualpod.hypervisor import EventKind
+from virtualpod.spec import SuspendMode
+
+MIB = 1024 * 1024
+
+
+async def test_operator_killed_mid_create_makes_exactly_one_domain(env: Env) -> None:
+    if env.emulator is None:
+        pytest.skip("needs the emulator to stall the operator's writes at the right moment")
+    first = await env.start_operator()
+    name = unique("crash")
+    # Let kopf add its finalizer (a JSON patch), stall what comes after the handler ran.
+    env.emulator.hold_writes(
+        lambda method, ctype, ns, n: n == name and ctype != "application/json-patch+json"
+    )
+    async with env.hv.subscribe() as events:
+        created = await env.kube.create(vpod(name))
+        uid = created["metadata"]["uid"]
+        while True:  # the handler defined the domain: kill the operator now
+            event = await events.next(timeout=15)
+            if event.uuid == uid and event.kind is EventKind.DEFINED:
+                break
+        await first.kill()
+    env.emulator.release_writes()
+    obj = await env.kube.get(env.namespace, name)
+    assert "status" not in obj  # it really died mid-create: nothing was recorded
+
+    await env.start_operator()
+    obj = await wait_phase(env, name, "Running")
+    ours = [d for d in await env.hv.list_domains() if name in d.name]
+    assert len(ours) == 1
+    assert ours[0].uuid == uid == obj["status"]["vm"]["uuid"]
+
+
+async def test_invalid_object_gets_condition_and_event_and_others_are_served(env: Env) -> None:
+    await env.start_operator()
+    bad = unique("bad")
+    manifest = vpod(bad)
+    manifest["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "lots"
+    await env.kube.create(manifest)
+    obj = await wait_phase(env, bad, "Failed")
+    valid = condition(obj, "Valid")
+    assert valid["status"] == "False"
+    assert valid["reason"] == "InvalidSpec"
+    assert "spec.containers[0].resources.requests.cpu" in valid["message"]
+
+    async def warned() -> list:
+        return [
+            e
+            for e in await env.kube.events(env.namespace, bad)
+            if e["reason"] == "InvalidSpec" and e["type"] == "Warning"
+        ]
+
+    await async_wait_for(warned, timeout=10, what="InvalidSpec Warning event")
+
+    good = unique("good")
+    await env.kube.create(vpod(good))
+    await wait_phase(env, good, "Running")
+    # a permanent failure: no retry storm of events on the invalid object
+    assert len(await warned()) == 1
+    assert not any(bad in d.name for d in await env.hv.list_domains())
+
+
+async def test_pause_and_destroy_behind_the_operators_back_show_in_status(env: Env) -> None:
+    await env.start_operator()
+    name = unique("virsh")
+    await env.kube.create(vpod(name))
+    obj = await wait_phase(env, name, "Running")
+    uuid = obj["status"]["vm"]["uuid"]
+
+    await env.hv.suspend(uuid, SuspendMode.PAUSE)  # as `virsh suspend`
+    obj = await wait_phase(env, name, "Paused", timeout=5)
+    assert obj["status"]["vm"]["state"] == "Paused"
+    assert condition(obj, "Ready")["status"] == "False"
+
+    await env.hv.resume(uuid)  # as `virsh resume`
+    await wait_phase(env, name, "Running", timeout=5)
+
+    await env.hv.destroy(uuid)  # as `virsh destroy`
+    obj = await wait_phase(env, name, "Failed", timeout=5)
+    assert obj["status"]["vm"]["state"] == "Shutoff"
+    assert obj["status"]["reason"] == "Stopped"
+
+    async def reported() -> bool:
+        reasons = {e["reason"] for e in await env.kube.events(env.namespace, name)}
+        return {"Paused", "Resumed", "Failed"} <= reasons
+
+    await async_wait_for(reported, timeout=10, what="Paused/Resumed/Failed events")
+
+
+async def test_vm_larger_than_the_host_is_unschedulable(env: Env) -> None:
+    op = await env.start_operator()
+    capacity = op.ctx.capacity
+    name = unique("huge")
+    huge = f"{capacity.memory_bytes // MIB * 2}Mi"
+    manifest = vpod(name, memory=huge)
+    manifest["spec"]["containers"][0]["resources"]["limits"]["memory"] = huge
+    await env.kube.create(manifest)
+    obj = await wait_phase(env, name, "Failed")
+    scheduled = condition(obj, "Scheduled")
+    assert scheduled["status"] == "False"
+    assert scheduled["reason"] == "Unschedulable"
+    assert scheduled["message"] == "0/1 hosts are available: 1 insufficient memory"
+    assert not any(name in d.name for d in await env.hv.list_domains())
+
+
+async def test_pending_until_room_appears(env: Env) -> None:
+    op = env.operator()
+    await op.start()
+    allocatable = op.ctx.allocatable
+    first, second = unique("first"), unique("second")
+    big = f"{allocatable.memory_bytes * 3 // 4 // MIB}Mi"
+
+    def sized(name: str) -> dict:
+        manifest = vpod(name, memory=big)
+        manifest["spec"]["containers"][0]["resources"]["limits"]["memory"] = big
+        return manifest
+
+    await env.kube.create(sized(first))
+    await wait_phase(env, first, "Running")
+    await env.kube.create(sized(second))
+    obj = await wait_phase(env, second, "Pending")
+    assert condition(obj, "Scheduled")["reason"] == "Unschedulable"
+    assert "insufficient memory" in obj["status"]["message"]
+
+    await env.kube.delete(env.namespace, first)
+    obj = await wait_phase(env, second, "Running", timeout=20)
+    assert condition(obj, "Scheduled")["status"] == "True"
