@@ -1,0 +1,111 @@
+"""`virtualpod run`: the operator process (kopf with our handlers and settings).
+
+Settings are loaded once here and travel in kopf's memo, so every handler sees the
+same values; the command-line flags override the settings file. When the pressure
+monitor module is present it is started once libvirt is connected, with a reporter
+that turns its actions into status and Events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+from dataclasses import replace
+from typing import Any, TextIO
+
+import kopf
+
+from virtualpod.settings import Settings, SettingsError, load_settings
+
+
+def effective_settings(args: argparse.Namespace) -> Settings:
+    """The settings file (or defaults) with the command-line overrides applied."""
+    settings = load_settings(getattr(args, "config", None))
+    if getattr(args, "libvirt_uri", None):
+        settings = replace(settings, libvirt_uri=args.libvirt_uri)
+    if getattr(args, "host_name", None):
+        settings = replace(settings, host_name=args.host_name)
+    return settings
+
+
+def pressure_hook(ctx: Any) -> Any:
+    """Start the pressure monitor, if this build has one (see `virtualpod.monitor`)."""
+    try:
+        monitor = importlib.import_module("virtualpod.monitor")
+    except ModuleNotFoundError:
+        return None
+    from virtualpod.handlers import StatusReporter
+
+    start = getattr(monitor, "run_monitor", None)
+    if start is None:
+        logging.getLogger(__name__).warning("virtualpod.monitor has no run_monitor(); not started")
+        return None
+    return start(hypervisor=ctx.hypervisor, settings=ctx.settings, reporter=StatusReporter(ctx))
+
+
+def build_memo(settings: Settings, *, api_url: str | None = None, pressure: bool = True) -> Any:
+    """The kopf memo for one operator: our context, with the pressure monitor wired in."""
+    from virtualpod.handlers import make_memo
+
+    memo = make_memo(settings, api_url=api_url)
+    if pressure:
+        memo.ctx.on_ready.append(pressure_hook)
+    return memo
+
+
+async def run_operator(
+    settings: Settings,
+    *,
+    namespaces: list[str] | None = None,
+    standalone: bool = True,
+    liveness: str | None = None,
+    api_url: str | None = None,
+    stop_flag: Any = None,
+    ready_flag: Any = None,
+    pressure: bool = True,
+) -> None:
+    """Run the operator in the current event loop until stopped (the demo uses this)."""
+    import virtualpod.handlers  # noqa: F401  (registers the handlers)
+
+    await kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces or (),
+        standalone=standalone,
+        liveness_endpoint=liveness,
+        memo=build_memo(settings, api_url=api_url, pressure=pressure),
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Entry point of `virtualpod run`."""
+    try:
+        settings = effective_settings(args)
+    except SettingsError as error:
+        err.write(f"error: {error}\n")
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    out.write(
+        f"virtualpod operator: libvirt {settings.libvirt_uri}, host "
+        f"{settings.host_name or '(system hostname)'}, "
+        f"namespaces {', '.join(args.namespace) if args.namespace else 'all'}\n"
+    )
+    out.flush()
+    try:
+        asyncio.run(
+            run_operator(
+                settings,
+                namespaces=list(args.namespace),
+                standalone=args.standalone,
+                liveness=args.liveness,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    return 0
