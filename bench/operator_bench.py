@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -51,7 +52,7 @@ def manifest(index: int) -> dict[str, Any]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def peak_rss_bytes(pid: int) -> int | None:
@@ -134,10 +135,8 @@ async def run_once(count: int, timeout: float) -> dict[str, Any]:
 
             t0 = time.monotonic()
             await asyncio.gather(*(create(i) for i in range(count)))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(watcher, timeout)
-            except TimeoutError:
-                pass
             elapsed = time.monotonic() - t0
         rss = peak_rss_bytes(process.pid)
         process.send_signal(signal.SIGTERM)
