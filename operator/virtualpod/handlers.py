@@ -736,6 +736,38 @@ class StatusReporter:
         log.info("host pressure status: %s", fields)
 
 
+class PressureReporter:
+    """`monitor.Reporter`: the pressure monitor's actions as status and Events."""
+
+    def __init__(self, ctx: OperatorContext) -> None:
+        self.ctx = ctx
+        self.status = StatusReporter(ctx)
+
+    async def vm_suspending(self, vm: Any, reason: str, message: str) -> None:
+        self.ctx.suspensions[vm.key] = Suspension(vm.suspend_mode, reason, message)
+
+    async def vm_suspended(self, vm: Any, reason: str, message: str) -> None:
+        await self.status.suspended(vm.key, vm.suspend_mode, reason, message)
+
+    async def vm_resumed(self, vm: Any, message: str) -> None:
+        await self.status.resumed(vm.key, message)
+
+    async def vm_ballooned(self, vm: Any, target_bytes: int, message: str) -> None:
+        owner = self.ctx.owner(vm.key)
+        if owner is not None:
+            ref = object_ref(owner["namespace"], owner["name"], owner["uid"])
+            await post(self.ctx, ref, "Normal", "Ballooned", message)
+
+    async def action_failed(self, vm: Any, action: str, message: str) -> None:
+        await self.status.failed(vm.key, f"{action} failed: {message}")
+
+    async def pressure_changed(self, status: Any) -> None:
+        log.info(f"host {self.ctx.host_name} pressure: {status}")
+
+    async def guaranteed_only_pressure(self, message: str) -> None:
+        log.warning(f"host {self.ctx.host_name}: {message}")
+
+
 # ------------------------------------------------------------------- kopf wiring
 
 

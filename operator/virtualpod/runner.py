@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 from dataclasses import replace
 from typing import Any, TextIO
@@ -18,6 +17,8 @@ from typing import Any, TextIO
 import kopf
 
 from virtualpod.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def effective_settings(args: argparse.Namespace) -> Settings:
@@ -31,18 +32,28 @@ def effective_settings(args: argparse.Namespace) -> Settings:
 
 
 def pressure_hook(ctx: Any) -> Any:
-    """Start the pressure monitor, if this build has one (see `virtualpod.monitor`)."""
-    try:
-        monitor = importlib.import_module("virtualpod.monitor")
-    except ModuleNotFoundError:
-        return None
-    from virtualpod.handlers import StatusReporter
+    """`OperatorContext.on_ready` hook: the pressure monitor's loop, as a coroutine."""
+    return run_pressure_monitor(ctx)
 
-    start = getattr(monitor, "run_monitor", None)
-    if start is None:
-        logging.getLogger(__name__).warning("virtualpod.monitor has no run_monitor(); not started")
-        return None
-    return start(hypervisor=ctx.hypervisor, settings=ctx.settings, reporter=StatusReporter(ctx))
+
+async def run_pressure_monitor(ctx: Any) -> None:
+    """Sample host memory and suspend/resume VMs in QoS order (`virtualpod.monitor`)."""
+    from virtualpod.handlers import PressureReporter
+    from virtualpod.hypervisor import HypervisorError
+    from virtualpod.monitor import Inventory, Monitor, signal_from_settings
+
+    inventory = Inventory(ctx.hv)
+    try:
+        signal = await signal_from_settings(
+            ctx.settings, ctx.hv, inventory, allocatable_bytes=ctx.allocatable.memory_bytes
+        )
+        await signal.read()
+    except HypervisorError as error:
+        log.warning(f"pressure monitor not started: no memory signal on {ctx.hv.uri}: {error}")
+        return
+    monitor = Monitor(ctx.hv, signal, PressureReporter(ctx), ctx.settings, inventory=inventory)
+    await monitor.reconcile()
+    await monitor.run()
 
 
 def build_memo(settings: Settings, *, api_url: str | None = None, pressure: bool = True) -> Any:
