@@ -31,10 +31,11 @@ import contextlib
 import enum
 import logging
 import os
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ __all__ = [
     "VMMemory",
     "XMLRejected",
     "detect_cgroup_version",
+    "runtime_namespace",
 ]
 
 log = logging.getLogger(__name__)
@@ -463,6 +465,73 @@ def _boot_files(xml: str) -> list[str]:
     return paths
 
 
+def runtime_namespace(metadata_ns: str, key: str) -> str:
+    """XML namespace of runtime metadata `key` (e.g. pressure intents) under ours.
+
+    A sub-namespace, so it never clobbers the `<vpod:virtualpod>` element the core renders.
+    """
+    return f"{metadata_ns}/{key}"
+
+
+def _with_runtime_metadata(new_xml: str, old_xml: str, metadata_ns: str) -> str:
+    """`new_xml` plus the runtime metadata elements of `old_xml` it does not carry.
+
+    A re-rendered XML never contains what the operator wrote at runtime (`set_metadata`),
+    and defining it as is would silently drop, say, the intent of a suspend in progress.
+    The elements are spliced in as text, so the rendered XML is otherwise left untouched.
+    """
+    prefix = f"{{{metadata_ns}/"
+    old_meta = ET.fromstring(old_xml).find("metadata")
+    if old_meta is None:
+        return new_xml
+    new_meta = ET.fromstring(new_xml).find("metadata")
+    present = {child.tag.split("}")[0] for child in (new_meta if new_meta is not None else ())}
+    kept = []
+    for child in old_meta:
+        namespace = child.tag.split("}")[0]
+        if child.tag.startswith(prefix) and namespace not in present:
+            key = namespace[len(prefix) :]
+            if re.fullmatch(r"[A-Za-z_][\w.-]*", key) and not re.fullmatch(r"ns\d+", key):
+                ET.register_namespace(key, namespace[1:])  # keep the prefix libvirt shows
+            kept.append(ET.tostring(child, encoding="unicode").strip())
+    if not kept:
+        return new_xml
+    elements = "".join(kept)
+    if new_meta is None:
+        at = new_xml.rindex("</domain>")
+        return f"{new_xml[:at]}<metadata>{elements}</metadata>{new_xml[at:]}"
+    if "</metadata>" not in new_xml:  # an empty <metadata/>
+        return re.sub(r"<metadata\s*/>", f"<metadata>{elements}</metadata>", new_xml, count=1)
+    at = new_xml.rindex("</metadata>")
+    return new_xml[:at] + elements + new_xml[at:]
+
+
+def _vm_memory(raw: dict[str, int]) -> VMMemory:
+    """memoryStats keys (KiB) to bytes."""
+
+    def b(key: str) -> int | None:
+        return raw[key] * KIB if key in raw else None
+
+    return VMMemory(
+        actual_bytes=b("actual"),
+        rss_bytes=b("rss"),
+        unused_bytes=b("unused"),
+        usable_bytes=b("usable"),
+        available_bytes=b("available"),
+        raw=raw,
+    )
+
+
+def _balloon_record(stats: dict[str, Any]) -> dict[str, int]:
+    """getAllDomainStats' `balloon.*` fields under memoryStats' names (current = actual)."""
+    raw = {}
+    for name, value in stats.items():
+        if name.startswith("balloon."):
+            key = name[len("balloon.") :].replace("-", "_")
+            raw["actual" if key == "current" else key] = int(value)
+    return raw
+
+
 # --------------------------------------------------------------------- the backend
 
 
@@ -741,7 +810,10 @@ class Hypervisor:
             before: str | None = None
             with contextlib.suppress(DomainNotFound):
                 before = self._dom(conn, uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            dom = conn.defineXML(xml)
+            define = (
+                xml if before is None else _with_runtime_metadata(xml, before, self.metadata_ns)
+            )
+            dom = conn.defineXML(define)
             after = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             return DefineResult(
                 uuid=dom.UUIDString(),
@@ -1079,21 +1151,120 @@ class Hypervisor:
             dom = self._dom(conn, uuid)
             if not dom.isActive():
                 raise InvalidState(f"{dom.name()} is not running: no memory stats")
-            raw = {k: int(v) for k, v in dom.memoryStats().items()}
-
-            def b(key: str) -> int | None:
-                return raw[key] * KIB if key in raw else None
-
-            return VMMemory(
-                actual_bytes=b("actual"),
-                rss_bytes=b("rss"),
-                unused_bytes=b("unused"),
-                usable_bytes=b("usable"),
-                available_bytes=b("available"),
-                raw=raw,
-            )
+            return _vm_memory({k: int(v) for k, v in dom.memoryStats().items()})
 
         return await self._call(fn)
+
+    async def all_memory_stats(self, uuids: Collection[str] | None = None) -> dict[str, VMMemory]:
+        """Memory stats of every active domain (or of `uuids` among them) in one libvirt call.
+
+        `getAllDomainStats` costs one round trip for the whole host where `memory_stats`
+        costs one per VM. Not NOWAIT: with it, QEMU drops `balloon.rss` of any domain
+        another client happens to be querying, and a missing RSS would make the pool
+        signal jump (measured); a Save in progress does not block the query.
+        Drivers without bulk stats (or without its balloon group, like the test driver)
+        get one `memoryStats` per domain inside the same worker hop: same result.
+        """
+        wanted = None if uuids is None else set(uuids)
+
+        def fn(conn: Any) -> dict[str, VMMemory]:
+            try:
+                records = self._bulk_stats(conn)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() not in (
+                    libvirt.VIR_ERR_NO_SUPPORT,
+                    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+                ):
+                    raise
+                return self._memory_stats_each(conn, wanted)
+            out = {}
+            for dom, stats in records:
+                uuid = dom.UUIDString()
+                if wanted is None or uuid in wanted:
+                    raw = _balloon_record(stats)
+                    if not raw:  # no balloon group on this driver (test): ask the domain
+                        with contextlib.suppress(libvirt.libvirtError):
+                            raw = {k: int(v) for k, v in dom.memoryStats().items()}
+                    out[uuid] = _vm_memory(raw)
+            return out
+
+        return await self._call(fn)
+
+    @staticmethod
+    def _bulk_stats(conn: Any) -> list[tuple[Any, dict[str, Any]]]:
+        stats = libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_STATE
+        active = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+        return list(conn.getAllDomainStats(stats, active))
+
+    def _memory_stats_each(self, conn: Any, wanted: set[str] | None) -> dict[str, VMMemory]:
+        """Blocking fallback of `all_memory_stats`: one memoryStats per active domain."""
+        out = {}
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+            uuid = dom.UUIDString()
+            if wanted is not None and uuid not in wanted:
+                continue
+            with contextlib.suppress(libvirt.libvirtError):  # stopped while listing
+                out[uuid] = _vm_memory({k: int(v) for k, v in dom.memoryStats().items()})
+        return out
+
+    # ---------------------------------------------------------- runtime metadata
+
+    async def set_metadata(self, uuid: str, key: str, xml: str | None) -> None:
+        """Store one XML element in the domain under runtime namespace `key`; None removes it.
+
+        Written to the persistent definition always and to the live one when the domain
+        runs, so it survives an operator restart, a libvirtd restart, a managed save
+        (the image carries the live XML) and `ensure_defined` (which keeps it).
+        Removing what is not there is a no-op.
+        """
+        namespace = runtime_namespace(self.metadata_ns, key)
+        kind = libvirt.VIR_DOMAIN_METADATA_ELEMENT
+
+        def fn(conn: Any) -> None:
+            dom = self._dom(conn, uuid)
+            flags = self._affect(dom)
+            prefix = key if xml is not None else None
+            try:
+                self._both(lambda f: dom.setMetadata(kind, xml, prefix, namespace, f), flags)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or flags == (
+                    libvirt.VIR_DOMAIN_AFFECT_CONFIG
+                ):
+                    raise
+                # stopped (or saved) between the check and the call: the config is the truth
+                dom.setMetadata(kind, xml, prefix, namespace, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+        await self._call(fn)
+
+    async def metadata(self, uuid: str, key: str) -> str | None:
+        """The element stored by `set_metadata` (from the persistent definition), or None."""
+        namespace = runtime_namespace(self.metadata_ns, key)
+        return await self._call(lambda c: self._read_metadata(self._dom(c, uuid), namespace))
+
+    async def metadata_of_all(self, key: str) -> dict[str, str]:
+        """`metadata(uuid, key)` of every domain that has it, keyed by UUID (one hop)."""
+        namespace = runtime_namespace(self.metadata_ns, key)
+
+        def fn(conn: Any) -> dict[str, str]:
+            out = {}
+            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT):
+                with contextlib.suppress(libvirt.libvirtError):  # vanished while listing
+                    value = self._read_metadata(dom, namespace)
+                    if value is not None:
+                        out[dom.UUIDString()] = value
+            return out
+
+        return await self._call(fn)
+
+    @staticmethod
+    def _read_metadata(dom: Any, namespace: str) -> str | None:
+        kind = libvirt.VIR_DOMAIN_METADATA_ELEMENT
+        try:
+            return str(dom.metadata(kind, namespace, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                return None
+            raise
 
     async def set_memory_stats_period(self, uuid: str, seconds: int) -> None:
         """How often the balloon driver refreshes guest stats (unused/usable)."""

@@ -18,8 +18,11 @@ Thin shell around the pure policy in `pressure`:
 * **Reporting** goes through an injected `Reporter` (the operator patches status and
   emits Events from it).
 
-Crash safety: an *intent* is written to an `IntentStore` before every suspend or resume
-and updated after it. On start, `reconcile()` compares intents with what libvirt says:
+Crash safety: an *intent* is written before every suspend or resume and updated after
+it, by default into the domain itself (`DomainIntentStore`: a `<pressure:intent>` element
+in its `<metadata>`, persistent definition and live), so it survives the operator, the
+node's disk layout and a redefinition, and leaves with the VM. On start, `reconcile()`
+compares the intents of its VMs with what libvirt says:
 
 ====================================  ===============================================
 intent / libvirt state                what reconcile does
@@ -45,18 +48,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from virtualpod.domain import DomainMetadata, parse_domain
 from virtualpod.hypervisor import (
     DomainInfo,
+    DomainNotFound,
     DomainState,
     HostMemory,
     HypervisorError,
@@ -100,11 +103,16 @@ class HypervisorPort(Protocol):
     async def list_domains(self) -> list[DomainInfo]: ...
     async def lookup(self, uuid: str) -> DomainInfo: ...
     async def xml(self, uuid: str, *, inactive: bool = False) -> str: ...
-    async def memory_stats(self, uuid: str) -> VMMemory: ...
+    async def all_memory_stats(
+        self, uuids: Collection[str] | None = None
+    ) -> dict[str, VMMemory]: ...
     async def host_memory(self) -> HostMemory: ...
     async def suspend(self, uuid: str, mode: SuspendMode) -> SuspendResult: ...
     async def resume(self, uuid: str, mode: SuspendMode | None = None) -> ResumeResult: ...
     async def set_balloon(self, uuid: str, memory_bytes: int) -> TuneResult: ...
+    async def set_metadata(self, uuid: str, key: str, xml: str | None) -> None: ...
+    async def metadata(self, uuid: str, key: str) -> str | None: ...
+    async def metadata_of_all(self, key: str) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -174,67 +182,81 @@ class Intent:
         return SuspendMode(self.mode)
 
 
+INTENT_KEY = "pressure"
+
+
 class IntentStore(Protocol):
-    def load(self) -> dict[str, Intent]: ...
-    def put(self, uuid: str, intent: Intent) -> None: ...
-    def delete(self, uuid: str) -> None: ...
+    async def load(self) -> dict[str, Intent]: ...
+    async def put(self, uuid: str, intent: Intent) -> None: ...
+    async def delete(self, uuid: str) -> None: ...
 
 
-class MemoryIntentStore:
-    """Intents for one process only (tests, or when no state directory is available)."""
+class IntentPort(Protocol):
+    """The hypervisor's runtime metadata (`Hypervisor.set_metadata` and friends)."""
 
-    def __init__(self) -> None:
-        self.intents: dict[str, Intent] = {}
-
-    def load(self) -> dict[str, Intent]:
-        return dict(self.intents)
-
-    def put(self, uuid: str, intent: Intent) -> None:
-        self.intents[uuid] = intent
-
-    def delete(self, uuid: str) -> None:
-        self.intents.pop(uuid, None)
+    async def set_metadata(self, uuid: str, key: str, xml: str | None) -> None: ...
+    async def metadata(self, uuid: str, key: str) -> str | None: ...
+    async def metadata_of_all(self, key: str) -> dict[str, str]: ...
 
 
-class FileIntentStore:
-    """Intents in one JSON file, replaced atomically (write, fsync, rename) on every change.
+def intent_to_xml(intent: Intent) -> str:
+    element = ET.Element(
+        "intent",
+        action=intent.action,
+        mode=intent.mode,
+        done="true" if intent.done else "false",
+        memoryBytes=str(intent.memory_bytes),
+        at=repr(intent.at),
+    )
+    if intent.message:
+        ET.SubElement(element, "message").text = intent.message
+    return ET.tostring(element, encoding="unicode")
 
-    An unreadable file is logged and treated as empty: libvirt's state still decides.
+
+def intent_from_xml(xml: str) -> Intent:
+    """Raises ValueError (or ET.ParseError, a SyntaxError) on what we did not write."""
+    element = ET.fromstring(xml)
+    action = element.get("action", "")
+    if action not in ("suspend", "resume"):
+        raise ValueError(f"unknown intent action {action!r}")
+    return Intent(
+        action=action,
+        mode=SuspendMode(element.get("mode", "")).value,
+        done=element.get("done") == "true",
+        memory_bytes=int(element.get("memoryBytes", "0")),
+        message=element.findtext("message") or "",
+        at=float(element.get("at", "0")),
+    )
+
+
+class DomainIntentStore:
+    """Intents kept in the domain itself (`<pressure:intent>` in its `<metadata>`).
+
+    They live and die with the VM: written to the persistent definition (and the live
+    one), kept by a managed save and by a redefinition, gone when the domain is
+    undefined, shared by every operator process that talks to this libvirtd.
+    An element that does not parse is logged and ignored: libvirt's state still decides.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.intents = self._read()
+    def __init__(self, hv: IntentPort, key: str = INTENT_KEY) -> None:
+        self.hv = hv
+        self.key = key
 
-    def _read(self) -> dict[str, Intent]:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            return {uuid: Intent(**value) for uuid, value in dict(data).items()}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, TypeError) as error:
-            log.warning("ignoring unreadable pressure intents in %s: %s", self.path, error)
-            return {}
+    async def load(self) -> dict[str, Intent]:
+        out = {}
+        for uuid, xml in (await self.hv.metadata_of_all(self.key)).items():
+            try:
+                out[uuid] = intent_from_xml(xml)
+            except (ValueError, SyntaxError) as error:
+                log.warning("ignoring unreadable pressure intent of domain %s: %s", uuid, error)
+        return out
 
-    def load(self) -> dict[str, Intent]:
-        return dict(self.intents)
+    async def put(self, uuid: str, intent: Intent) -> None:
+        await self.hv.set_metadata(uuid, self.key, intent_to_xml(intent))
 
-    def put(self, uuid: str, intent: Intent) -> None:
-        self.intents[uuid] = intent
-        self._write()
-
-    def delete(self, uuid: str) -> None:
-        if self.intents.pop(uuid, None) is not None:
-            self._write()
-
-    def _write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump({k: asdict(v) for k, v in self.intents.items()}, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(self.path)
+    async def delete(self, uuid: str) -> None:
+        with contextlib.suppress(DomainNotFound):  # the intent went with the domain
+            await self.hv.set_metadata(uuid, self.key, None)
 
 
 # ------------------------------------------------------------------------ inventory
@@ -283,9 +305,11 @@ class Inventory:
             if info.state in (DomainState.RUNNING, DomainState.BLOCKED):
                 running.append(info)
         if usage and running:
-            rss = await asyncio.gather(*(self._rss(info.uuid) for info in running))
-            for info, value in zip(running, rss, strict=True):
-                current[info.uuid] = Tracked(info, current[info.uuid].meta, value)
+            stats = await self.hv.all_memory_stats([info.uuid for info in running])
+            for info in running:
+                memory = stats.get(info.uuid)  # missing: stopped in the meantime
+                rss = memory.rss_bytes if memory is not None else None
+                current[info.uuid] = Tracked(info, current[info.uuid].meta, rss)
         for uuid in set(self._meta) - set(current):
             self._meta.pop(uuid, None)
         self.domains = current
@@ -300,12 +324,6 @@ class Inventory:
                 log.warning("cannot read metadata of domain %s: %s", uuid, error)
                 return None
         return self._meta[uuid]
-
-    async def _rss(self, uuid: str) -> int | None:
-        try:
-            return (await self.hv.memory_stats(uuid)).rss_bytes
-        except HypervisorError:
-            return None  # stopped in the meantime, or no stats on this driver
 
     def forget(self, uuid: str) -> None:
         """Re-read metadata next time (after the domain was redefined)."""
@@ -420,7 +438,7 @@ class Monitor:
         self.settings = settings
         self.eviction = settings.eviction
         self.inventory = inventory or Inventory(hv)
-        self.intents = intents if intents is not None else MemoryIntentStore()
+        self.intents = intents if intents is not None else DomainIntentStore(hv)
         self.clock = clock
         self.state = PressureState()
         self.last_decision: Decision | None = None
@@ -437,13 +455,12 @@ class Monitor:
 
     async def reconcile(self, settle_timeout_s: float = 120.0) -> None:
         """Finish or roll back what a previous process left half done (table above)."""
-        intents = self.intents.load()
+        intents = await self.intents.load()
         domains = await self.inventory.refresh(usage=False)
         for uuid, intent in intents.items():
             tracked = domains.get(uuid)
             if tracked is None:
-                self.intents.delete(uuid)
-                continue
+                continue  # another loop's VM (or gone, and its intent with it)
             tracked = await self._settle(tracked, settle_timeout_s)
             await self._reconcile_one(uuid, intent, tracked)
         for uuid, tracked in domains.items():
@@ -479,7 +496,7 @@ class Monitor:
         suspended = tracked.saved if mode is SuspendMode.SAVE else info.state is DomainState.PAUSED
         vm = self._view(tracked, VMState.SUSPENDED if suspended else VMState.RUNNING, intent)
         if vm is None:
-            self.intents.delete(uuid)
+            await self.intents.delete(uuid)
             return
         if (
             intent.action == "resume"
@@ -491,13 +508,13 @@ class Monitor:
                 suspended = False
         if suspended:
             kept = Intent("suspend", intent.mode, True, intent.memory_bytes, intent.message)
-            self.intents.put(uuid, kept)
+            await self.intents.put(uuid, kept)
             self._ours[uuid] = kept
             await self.reporter.vm_suspended(
                 vm, MEMORY_PRESSURE, f"still suspended after an operator restart; {intent.message}"
             )
         elif info.active:
-            self.intents.delete(uuid)
+            await self.intents.delete(uuid)
             what = (
                 "suspend rolled back"
                 if intent.action == "suspend" and not intent.done
@@ -505,7 +522,7 @@ class Monitor:
             )
             await self.reporter.vm_resumed(vm, f"{what} after an operator restart")
         else:
-            self.intents.delete(uuid)
+            await self.intents.delete(uuid)
 
     # ----------------------------------------------------------------- the loop
 
@@ -537,7 +554,7 @@ class Monitor:
             if isinstance(self.signal, PoolSignal)
             else await self.inventory.refresh(usage=True)
         )
-        self._forget_changed_outside(domains)
+        await self._forget_changed_outside(domains)
         self._expire_credits(now)
         views = self.views()
         # One resume at a time, and the next only on a sample read after the last landed.
@@ -621,7 +638,7 @@ class Monitor:
             suspend_mode=meta.suspend_mode or self.eviction.suspend_mode,
         )
 
-    def _forget_changed_outside(self, domains: Mapping[str, Tracked]) -> None:
+    async def _forget_changed_outside(self, domains: Mapping[str, Tracked]) -> None:
         """A VM we suspended that someone else started or removed is no longer ours."""
         for uuid in list(self._ours):
             if uuid in self._in_flight:
@@ -629,7 +646,9 @@ class Monitor:
             if self._settled_at.get(uuid, 0.0) >= self.inventory.refreshed_at:
                 continue  # the inventory was read before our own action finished
             tracked = domains.get(uuid)
-            intent = self._ours[uuid]
+            intent = self._ours.get(uuid)
+            if intent is None:
+                continue  # settled by its own task during an earlier await
             still = tracked is not None and (
                 tracked.saved
                 if intent.suspend_mode is SuspendMode.SAVE
@@ -637,7 +656,8 @@ class Monitor:
             )
             if not still:
                 del self._ours[uuid]
-                self.intents.delete(uuid)
+                with contextlib.suppress(HypervisorError):
+                    await self.intents.delete(uuid)
 
     def _expire_credits(self, now: float) -> None:
         for uuid, flight in list(self._in_flight.items()):
@@ -648,7 +668,11 @@ class Monitor:
 
     async def _start_suspend(self, vm: VMView, message: str) -> None:
         intent = Intent("suspend", vm.suspend_mode.value, False, vm.memory_bytes, message)
-        self.intents.put(vm.key, intent)
+        try:
+            await self.intents.put(vm.key, intent)
+        except HypervisorError as error:  # no crash-safe suspend without its intent
+            await self.reporter.action_failed(vm, "suspend", error.message)
+            return
         self._ours[vm.key] = intent
         flight = InFlight("suspend", vm.reclaim_bytes)
         self._in_flight[vm.key] = flight
@@ -661,11 +685,13 @@ class Monitor:
         except HypervisorError as error:
             self._in_flight.pop(vm.key, None)
             self._ours.pop(vm.key, None)
-            self.intents.delete(vm.key)
+            with contextlib.suppress(HypervisorError):
+                await self.intents.delete(vm.key)
             await self.reporter.action_failed(vm, "suspend", error.message)
             return
         intent.done = True
-        self.intents.put(vm.key, intent)
+        with contextlib.suppress(HypervisorError):  # reconcile reads "saved" from libvirt
+            await self.intents.put(vm.key, intent)
         self._in_flight.pop(vm.key, None)
         self._settled_at[vm.key] = time.monotonic()
         released = result.released_bytes
@@ -681,7 +707,11 @@ class Monitor:
 
     async def _start_resume(self, vm: VMView, decision: Decision) -> None:
         intent = Intent("resume", vm.suspend_mode.value, False, vm.memory_bytes)
-        self.intents.put(vm.key, intent)
+        try:
+            await self.intents.put(vm.key, intent)
+        except HypervisorError as error:
+            await self.reporter.action_failed(vm, "resume", error.message)
+            return
         self._ours[vm.key] = intent
         flight = InFlight("resume", 0)
         self._in_flight[vm.key] = flight
@@ -701,11 +731,13 @@ class Monitor:
             self._in_flight.pop(vm.key, None)
             kept = Intent("suspend", vm.suspend_mode.value, True, vm.memory_bytes)
             self._ours[vm.key] = kept  # still suspended: the loop tries again later
-            self.intents.put(vm.key, kept)
+            with contextlib.suppress(HypervisorError):
+                await self.intents.put(vm.key, kept)
             await self.reporter.action_failed(vm, "resume", error.message)
             return
         self._ours.pop(vm.key, None)
-        self.intents.delete(vm.key)
+        with contextlib.suppress(HypervisorError):
+            await self.intents.delete(vm.key)
         self._in_flight.pop(vm.key, None)
         self._settled_at[vm.key] = self._last_resume_landed = time.monotonic()
         await self.reporter.vm_resumed(replace(vm, state=VMState.RUNNING), message)

@@ -7,6 +7,7 @@ the real hypervisor module; the monitor reads them back from libvirt alone.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -17,25 +18,43 @@ from tests.pressure.harness import (
     Clock,
     RecordingReporter,
     ScriptedSignal,
-    plan,
+    manifest,
     unique_namespace,
 )
 from tests.waiting import async_wait_for
 from virtualpod.hypervisor import DomainState, Hypervisor
 from virtualpod.monitor import (
+    INTENT_KEY,
     MEMORY_PRESSURE,
     SAVED_OUTSIDE,
-    FileIntentStore,
+    DomainIntentStore,
     Intent,
     Inventory,
     Monitor,
     PoolSignal,
 )
-from virtualpod.plan import VMPlan
+from virtualpod.plan import VMPlan, plan_virtualpod
 from virtualpod.settings import EvictionSettings, Settings
 from virtualpod.spec import SuspendMode
 
 URI = "test:///default"
+QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI", "")
+#: For tests worth repeating on a real libvirtd: firmware-only KVM guests, cheap to save.
+BOTH_DRIVERS = pytest.mark.parametrize(
+    "hv",
+    [
+        pytest.param(URI, id="test-driver"),
+        pytest.param(
+            QEMU_URI,
+            id="qemu",
+            marks=[
+                pytest.mark.qemu,
+                pytest.mark.skipif(not QEMU_URI, reason="VIRTUALPOD_QEMU_URI not set"),
+            ],
+        ),
+    ],
+    indirect=True,
+)
 EVICTION = EvictionSettings(pressure_transition_period_s=30.0, sampling_interval_s=0.05)
 SETTINGS = Settings(eviction=EVICTION)
 
@@ -47,7 +66,11 @@ class Fleet:
         self.plans: dict[str, VMPlan] = {}
 
     async def add(self, name: str, qos: str, **spec: object) -> VMPlan:
-        vm = plan(name, self.namespace, qos, SETTINGS, **spec)
+        vm = plan_virtualpod(
+            manifest(name, self.namespace, qos, **spec),
+            SETTINGS,
+            cgroup_version=self.hv.cgroup_version,
+        )
         self.plans[name] = vm
         await self.hv.ensure_defined(vm.domain_xml)
         await self.hv.start(vm.uuid)
@@ -65,8 +88,8 @@ class Fleet:
 
 
 @pytest.fixture
-async def hv() -> AsyncIterator[Hypervisor]:
-    async with Hypervisor(URI) as h:
+async def hv(request: pytest.FixtureRequest) -> AsyncIterator[Hypervisor]:
+    async with Hypervisor(getattr(request, "param", URI)) as h:
         yield h
 
 
@@ -222,18 +245,26 @@ def _async(probe):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------- crash safety
 
 
-async def test_restart_keeps_a_saved_vm_suspended_and_can_resume_it(fleet: Fleet, tmp_path):
+@BOTH_DRIVERS
+async def test_restart_keeps_a_saved_vm_suspended_and_can_resume_it(fleet: Fleet):
     await three_classes(fleet)
-    store_path = tmp_path / "intents.json"
-    signal, clock = ScriptedSignal(50 * MI), Clock()
-    first = monitor(fleet, signal, RecordingReporter(), intents=FileIntentStore(store_path))
+    be = fleet.plans["besteffort"]
+    # 10Mi short: one VM covers it on either driver (a firmware-only KVM guest: ~40Mi RSS)
+    signal, clock = ScriptedSignal(90 * MI), Clock()
+    first = monitor(fleet, signal, RecordingReporter())  # intents in the domains: the default
     await first.step()
     await first.idle()
     assert await fleet.saved("besteffort")
+    intent = (await DomainIntentStore(fleet.hv).load())[be.uuid]
+    assert (intent.action, intent.mode, intent.done) == ("suspend", "Save", True)
+    assert "memory.available 90Mi" in intent.message
 
-    # A new process: it knows only libvirt and the intent file.
+    # The VirtualPod is reconciled meanwhile: its re-rendered XML must not drop the intent.
+    assert not (await fleet.hv.ensure_defined(be.domain_xml)).changed
+
+    # A new process: it knows only libvirt (and the intents stored in the domains).
     reporter = RecordingReporter()
-    second = monitor(fleet, signal, reporter, intents=FileIntentStore(store_path), clock=clock)
+    second = monitor(fleet, signal, reporter, clock=clock)
     await second.reconcile()
     assert reporter.names("suspended") == ["besteffort"]
     assert reporter.of("suspended")[0].reason == MEMORY_PRESSURE
@@ -244,31 +275,62 @@ async def test_restart_keeps_a_saved_vm_suspended_and_can_resume_it(fleet: Fleet
     assert [vm.name for vm in (await second.step()).resume] == ["besteffort"]
     await second.idle()
     assert await fleet.state("besteffort") is DomainState.RUNNING
-    assert FileIntentStore(store_path).load() == {}
+    assert await fleet.hv.metadata(be.uuid, INTENT_KEY) is None
 
 
-async def test_restart_rolls_back_or_completes_interrupted_actions(fleet: Fleet, tmp_path):
+@BOTH_DRIVERS
+async def test_restart_rolls_back_or_completes_interrupted_actions(fleet: Fleet):
     await three_classes(fleet)
     hv = fleet.hv
     be, bu = fleet.plans["besteffort"], fleet.plans["burstable"]
     await hv.suspend(bu.uuid, SuspendMode.SAVE)  # saved; the process died before "done"
-    store = FileIntentStore(tmp_path / "intents.json")
+    store = DomainIntentStore(hv)
     # Died after recording a suspend it never issued: the VM still runs.
-    store.put(be.uuid, Intent("suspend", "Save", False, 300 * MI, "pressure"))
+    await store.put(be.uuid, Intent("suspend", "Save", False, 300 * MI, "pressure"))
     # Died in a resume before libvirt restored the VM: still saved.
-    store.put(bu.uuid, Intent("resume", "Save", False, 300 * MI))
+    await store.put(bu.uuid, Intent("resume", "Save", False, 300 * MI))
     reporter = RecordingReporter()
-    loop = monitor(fleet, ScriptedSignal(4000 * MI), reporter, intents=store)
+    loop = monitor(fleet, ScriptedSignal(4000 * MI), reporter)
     await loop.reconcile()
     assert reporter.names("resumed") == ["besteffort"]
     assert "rolled back" in reporter.of("resumed")[0].message
     assert reporter.names("suspended") == ["burstable"]
     assert await fleet.state("besteffort") is DomainState.RUNNING
     assert await fleet.saved("burstable")
-    intents = FileIntentStore(tmp_path / "intents.json").load()
+    intents = {
+        uuid: intent for uuid, intent in (await store.load()).items() if uuid in (be.uuid, bu.uuid)
+    }
     assert list(intents) == [bu.uuid]
     assert intents[bu.uuid].action == "suspend"
     assert intents[bu.uuid].done
+
+
+async def test_an_intent_that_does_not_parse_is_ignored(fleet: Fleet):
+    await fleet.add("besteffort", "BestEffort")
+    uuid = fleet.plans["besteffort"].uuid
+    await fleet.hv.set_metadata(uuid, INTENT_KEY, '<intent action="explode" mode="Save"/>')
+    assert uuid not in await DomainIntentStore(fleet.hv).load()
+    reporter = RecordingReporter()
+    await monitor(fleet, ScriptedSignal(4000 * MI), reporter).reconcile()
+    assert reporter.names("suspended") == reporter.names("resumed") == []
+    assert await fleet.state("besteffort") is DomainState.RUNNING
+
+
+async def test_intents_of_other_loops_are_left_alone(fleet: Fleet, hv: Hypervisor):
+    """One libvirtd, several loops (scopes): each reconciles only its own VMs' intents."""
+    await fleet.add("besteffort", "BestEffort")
+    other = Fleet(hv)
+    try:
+        theirs = await other.add("theirs", "BestEffort")
+        await hv.suspend(theirs.uuid, SuspendMode.SAVE)
+        await DomainIntentStore(hv).put(theirs.uuid, Intent("suspend", "Save", True, MI))
+        reporter = RecordingReporter()
+        await monitor(fleet, ScriptedSignal(4000 * MI), reporter).reconcile()
+        assert reporter.names("suspended") == []
+        assert (await hv.metadata(theirs.uuid, INTENT_KEY)) is not None
+    finally:
+        for vm in other.plans.values():
+            await hv.undefine(vm.uuid)
 
 
 async def test_a_vm_saved_by_someone_else_is_reported_but_left_alone(fleet: Fleet):

@@ -21,7 +21,7 @@ import pytest
 from tests.pressure.harness import MI, RecordingReporter, manifest
 from tests.waiting import async_wait_for, wait_for
 from virtualpod.hypervisor import DomainState, Hypervisor
-from virtualpod.monitor import Inventory, Monitor, PoolSignal
+from virtualpod.monitor import DomainIntentStore, Inventory, Monitor, PoolSignal
 from virtualpod.plan import VMPlan, plan_virtualpod
 from virtualpod.pressure import VMView
 from virtualpod.settings import Amount, EvictionSettings, PressureSignal, Settings
@@ -156,6 +156,8 @@ async def test_saves_in_qos_order_frees_memory_and_resumes_in_reverse(guests):
         info = await hv.lookup(be.uuid)
         assert info.state is DomainState.SHUTOFF
         assert info.has_managed_save
+        intent = (await DomainIntentStore(hv).load())[be.uuid]  # kept in the domain itself
+        assert (intent.action, intent.done) == ("suspend", True)
         first_issued = reporter.stamp("issued", "besteffort") - crossed
         first_released = reporter.stamp("released", "besteffort") - crossed
 
@@ -177,6 +179,8 @@ async def test_saves_in_qos_order_frees_memory_and_resumes_in_reverse(guests):
 
     for vm in (be, bu, gu):
         assert (await hv.lookup(vm.uuid)).state is DomainState.RUNNING
+    intents = await DomainIntentStore(hv).load()
+    assert not {be.uuid, bu.uuid, gu.uuid} & set(intents)  # resumed: intents cleared
     for vm in (be, bu):
         # The restored guest kernel is alive (its balloon stats move on) and it is the same
         # guest: its tmpfs still holds the touched memory (a reboot would free ~96 MiB).
