@@ -593,20 +593,22 @@ class Monitor:
     def views(self) -> list[VMView]:
         out = []
         for uuid, tracked in self.inventory.domains.items():
-            flight = self._in_flight.get(uuid)
-            intent = self._ours.get(uuid)
-            if flight is not None and flight.action in ("suspend", "resume"):
-                state = VMState.SUSPENDING if flight.action == "suspend" else VMState.RESUMING
-            elif intent is not None and intent.action == "suspend" and intent.done:
-                state = VMState.SUSPENDED
-            elif tracked.running:
-                state = VMState.RUNNING
-            else:
+            state = self._state_of(uuid, tracked)
+            if state is None:
                 continue  # shut off, or paused/saved by someone else: not ours to touch
-            vm = self._view(tracked, state, intent)
+            vm = self._view(tracked, state, self._ours.get(uuid))
             if vm is not None:
                 out.append(vm)
         return out
+
+    def _state_of(self, uuid: str, tracked: Tracked) -> VMState | None:
+        flight = self._in_flight.get(uuid)
+        if flight is not None and flight.action in ("suspend", "resume"):
+            return VMState.SUSPENDING if flight.action == "suspend" else VMState.RESUMING
+        intent = self._ours.get(uuid)
+        if intent is not None and intent.action == "suspend" and intent.done:
+            return VMState.SUSPENDED
+        return VMState.RUNNING if tracked.running else None
 
     def _view(
         self, tracked: Tracked, state: VMState, intent: Intent | None = None
@@ -783,9 +785,12 @@ class Monitor:
 
     def status(self) -> PressureStatus:
         counts = {qos.value: 0 for qos in QOSClass}
-        for vm in self.views():
-            if vm.state in (VMState.SUSPENDED, VMState.SUSPENDING):
-                counts[vm.qos_class.value] += 1
+        for uuid in self._ours.keys() | self._in_flight.keys():  # not every VM's view
+            tracked = self.inventory.domains.get(uuid)
+            if tracked is None or tracked.meta.qos_class not in counts:
+                continue
+            if self._state_of(uuid, tracked) in (VMState.SUSPENDED, VMState.SUSPENDING):
+                counts[tracked.meta.qos_class] += 1
         return PressureStatus(
             under_pressure=self.state.under_pressure,
             reason=self.state.reason,

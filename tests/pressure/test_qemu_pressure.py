@@ -190,7 +190,9 @@ async def test_saves_in_qos_order_frees_memory_and_resumes_in_reverse(guests):
         )
         stats = await hv.memory_stats(vm.uuid)
         assert stats.unused_bytes is not None
-        assert abs(stats.unused_bytes - unused_before[vm.name]) < 32 * MI, (
+        # One-sided: a reboot frees the touched memory (unused up by ~96 MiB); the guest's
+        # own page cache may take some after the restore (measured: up to ~35 MiB less).
+        assert stats.unused_bytes < unused_before[vm.name] + TOUCH_MIB * MI // 2, (
             vm.name,
             stats.unused_bytes,
             unused_before[vm.name],
