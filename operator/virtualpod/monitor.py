@@ -393,9 +393,12 @@ async def signal_from_settings(
     *,
     allocatable_bytes: int | None = None,
 ) -> SignalSource:
-    """The configured signal; the pool's allocatable defaults to host capacity - reserved."""
+    """The configured signal. The pool's allocatable is, first found: the argument,
+    `eviction.poolAllocatable`, host capacity - `reserved.memory`."""
     eviction = settings.eviction
     if eviction.signal is PressureSignal.POOL:
+        if allocatable_bytes is None:
+            allocatable_bytes = eviction.pool_allocatable_bytes
         if allocatable_bytes is None:
             total = (await hv.host_memory()).total_bytes
             allocatable_bytes = total - settings.reserved.memory_bytes

@@ -22,7 +22,7 @@ from tests.pressure.harness import (
     unique_namespace,
 )
 from tests.waiting import async_wait_for
-from virtualpod.hypervisor import DomainState, Hypervisor
+from virtualpod.hypervisor import DomainState, Hypervisor, Unsupported
 from virtualpod.monitor import (
     INTENT_KEY,
     MEMORY_PRESSURE,
@@ -32,9 +32,10 @@ from virtualpod.monitor import (
     Inventory,
     Monitor,
     PoolSignal,
+    signal_from_settings,
 )
 from virtualpod.plan import VMPlan, plan_virtualpod
-from virtualpod.settings import EvictionSettings, Settings
+from virtualpod.settings import EvictionSettings, PressureSignal, Settings
 from virtualpod.spec import SuspendMode
 
 URI = "test:///default"
@@ -365,3 +366,27 @@ async def test_balloon_step_comes_before_suspending(fleet: Fleet):
     assert reporter.of("ballooned")[0].extra == 64 * MI
     info = await fleet.hv.lookup(fleet.plans["burstable"].uuid)
     assert info.memory_bytes == 64 * MI
+
+
+async def test_pool_allocatable_comes_from_the_argument_then_settings_then_host(
+    hv: Hypervisor,
+) -> None:
+    inventory = Inventory(hv)
+    pool = replace(Settings().eviction, signal=PressureSignal.POOL)
+    configured = replace(Settings(), eviction=replace(pool, pool_allocatable_bytes=896 * MI))
+    from_settings = await signal_from_settings(configured, hv, inventory)
+    assert isinstance(from_settings, PoolSignal)
+    assert from_settings.allocatable_bytes == 896 * MI
+    explicit = await signal_from_settings(configured, hv, inventory, allocatable_bytes=64 * MI)
+    assert isinstance(explicit, PoolSignal)
+    assert explicit.allocatable_bytes == 64 * MI
+    unconfigured = replace(Settings(), eviction=pool)
+    try:
+        host = (await hv.host_memory()).total_bytes
+    except Unsupported:  # the test driver has no host memory stats: the fallback asks for them
+        with pytest.raises(Unsupported):
+            await signal_from_settings(unconfigured, hv, inventory)
+        return
+    derived = await signal_from_settings(unconfigured, hv, inventory)
+    assert isinstance(derived, PoolSignal)
+    assert derived.allocatable_bytes == host - Settings().reserved.memory_bytes
