@@ -28,6 +28,7 @@ import pytest
 import virtualpod.handlers  # noqa: F401  (registers the handlers)
 from tests.e2e.kube import Kube
 from tests.waiting import async_wait_for
+from virtualpod.domain import domain_name
 from virtualpod.emulator import KubernetesApiEmulator, serve_emulator
 from virtualpod.handlers import OperatorContext, context, make_memo
 from virtualpod.hypervisor import Hypervisor
@@ -206,11 +207,16 @@ async def env(request: pytest.FixtureRequest) -> AsyncIterator[Env]:
         try:
             yield environment
         finally:
+            if name == "cluster":  # while an operator runs, so finalizers are removed
+                for ns, obj_name in kube.created:
+                    await kube.delete(ns, obj_name)
             for op in environment.operators:
                 await op.stop()
+            # Only this test's domains: libvirtd may be shared with other test runs.
+            ours = {domain_name(ns, name) for ns, name in kube.created}
             await kube.close()
             for info in await hv.list_domains():
-                if info.name.startswith("vpod_"):
+                if info.name in ours:
                     await hv.undefine(info.uuid)
 
 

@@ -25,6 +25,8 @@ class Kube:
         self.server = server.rstrip("/")
         self.session = aiohttp.ClientSession(headers=headers or {})
         self.ssl = ssl_context
+        #: (namespace, name) of every object created here, for the tests' cleanup.
+        self.created: set[tuple[str, str]] = set()
 
     async def close(self) -> None:
         await self.session.close()
@@ -46,6 +48,7 @@ class Kube:
         namespace = manifest.get("metadata", {}).get("namespace", "default")
         status, body = await self._json("POST", self._url(namespace), json=manifest)
         assert status == 201, (status, body)
+        self.created.add((namespace, body["metadata"]["name"]))
         return body
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
