@@ -10,11 +10,14 @@ monitor, against:
   (`virtualpod.emulator`) on 127.0.0.1 -- and says which.
 
 It applies one VirtualPod per QoS class (`manifests/demo/`), prints what libvirt holds
-for each VM (read back from the domain, not from the plan), then injects a low
-`memory.available` signal into the monitor: the host's real memory is not touched, but
-every suspend (libvirt managed save) and resume is real. It prints a timeline and a
-summary that tests assert on, and removes everything it created -- VirtualPods,
-domains, managed-save images, the namespace it made -- also on Ctrl-C or failure.
+for each VM (read back from the domain, not from the plan), then puts the VM pool under
+pressure. The monitor runs on its own pool signal (`monitor.PoolSignal`: allocatable
+minus the summed working sets of the running VMs, read from libvirt every sample), so a
+saved VM's memory really leaves the signal; the one knob the demo turns is the pool's
+allocatable, narrated as a co-tenant taking part of it, in steps sized from what the VMs
+use at that moment. It prints a timeline and a summary that tests assert on, and removes
+everything it created -- VirtualPods, domains, managed-save images, the namespace it
+made -- also on Ctrl-C or failure.
 
 The demo's VirtualPods carry `spec.nodeName` set to a host name of the demo's own, so an
 operator already serving that cluster leaves them alone (handlers.assigned_here).
@@ -31,7 +34,7 @@ import signal
 import ssl
 import time
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -44,23 +47,49 @@ import virtualpod.handlers  # noqa: F401  (registers the Kopf handlers)
 from virtualpod.domain import DomainSummary, parse_domain
 from virtualpod.emulator import KubernetesApiEmulator, serve_emulator
 from virtualpod.handlers import OperatorContext, StatusReporter, Suspension, context, make_memo
-from virtualpod.hypervisor import DomainState, Hypervisor, HypervisorError
-from virtualpod.monitor import Inventory, Monitor, PressureStatus, SignalReading
+from virtualpod.hypervisor import (
+    DomainInfo,
+    DomainState,
+    HostMemory,
+    Hypervisor,
+    HypervisorError,
+    ResumeResult,
+    SuspendResult,
+    TuneResult,
+    VMMemory,
+)
+from virtualpod.monitor import (
+    HypervisorPort,
+    Inventory,
+    Monitor,
+    PoolSignal,
+    PressureStatus,
+    SignalReading,
+    mib,
+)
 from virtualpod.plan import plan_virtualpod
 from virtualpod.pressure import VMView
 from virtualpod.qos import QOSClass
 from virtualpod.quantity import MIB, format_bytes
 from virtualpod.settings import Settings, SettingsError, load_settings
-from virtualpod.spec import API_GROUP, API_VERSION
+from virtualpod.spec import API_GROUP, API_VERSION, SuspendMode
 
 QEMU_URI = "qemu:///system"
 TEST_URI = "test:///default"
 NAMESPACE = "vpod-demo"
 PLURAL = "virtualpods"
 MANIFESTS = ("besteffort.yaml", "burstable.yaml", "guaranteed.yaml")
-#: The injected signal: "plenty" and "just below the hard threshold".
+#: The pool's allocatable until the demo sizes it from what its VMs use.
 PLENTY_BYTES = 8 * 1024 * MIB
-BELOW_THRESHOLD_BY_BYTES = 20 * MIB
+#: The sized pool leaves this much beyond threshold + resume margin, rounded up.
+POOL_HEADROOM_BYTES = 64 * MIB
+POOL_ROUNDING_BYTES = 32 * MIB
+#: How long the demo watches after a save that the monitor suspends nothing more.
+HOLD_S = 1.0
+#: The VMs' usage has settled when it moved at most this much within the window.
+SETTLED_BYTES = 2 * MIB
+SETTLE_WINDOW_S = 1.0
+SETTLE_TIMEOUT_S = 15.0
 #: Upper bounds for each stage; the whole demo stays well under three minutes.
 OPERATOR_START_TIMEOUT = 30.0
 RUNNING_TIMEOUT = 60.0
@@ -320,27 +349,182 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
-# --------------------------------------------------------------- the injected signal
+# ------------------------------------------------------------- the pool and its signal
 
 
-class InjectedSignal:
-    """A `monitor.SignalSource` whose memory.available the demo sets."""
+@dataclass(frozen=True)
+class PoolReading:
+    """One sample of the pool signal; times are the demo clock's."""
 
-    def __init__(self, available_bytes: int) -> None:
-        self.available_bytes = available_bytes
+    started: float
+    finished: float
+    allocatable_bytes: int
+    used_bytes: int
+    counted: int
+
+    @property
+    def available_bytes(self) -> int:
+        return self.allocatable_bytes - self.used_bytes
+
+
+class DemoPool(PoolSignal):
+    """The monitor's own pool signal, with the one knob the demo turns: a co-tenant.
+
+    memory.available = (pool - what the co-tenant holds) - the summed working sets of the
+    demo's running VMs, read from libvirt on every sample (`PoolSignal`): a saved VM's
+    memory leaves the sum, a resumed one comes back into it. Every reading is kept, so
+    the timeline can show the signal before and after each action.
+    """
+
+    def __init__(self, inventory: Inventory, hv: HypervisorPort, clock: Clock) -> None:
+        super().__init__(inventory, PLENTY_BYTES)
+        self.hv = hv
+        self.clock = clock
+        self.pool_bytes = PLENTY_BYTES
+        self.co_tenant_bytes = 0
+        self.readings: list[PoolReading] = []
+
+    def set_pool(self, pool_bytes: int, co_tenant_bytes: int = 0) -> None:
+        self.pool_bytes = pool_bytes
+        self.co_tenant_bytes = co_tenant_bytes
+        self.allocatable_bytes = pool_bytes - co_tenant_bytes
+
+    def co_tenant_takes(self, co_tenant_bytes: int) -> None:
+        self.set_pool(self.pool_bytes, co_tenant_bytes)
 
     async def read(self) -> SignalReading:
-        return SignalReading(self.available_bytes, None, "injected")
+        started = self.clock.now()
+        reading = await super().read()
+        if await self._save_landed_during_read():
+            reading = await super().read()
+        allocatable = self.allocatable_bytes  # no await since the sum: the same value
+        counted = sum(1 for d in self.inventory.domains.values() if d.info.active)
+        self.readings.append(
+            PoolReading(
+                started,
+                self.clock.now(),
+                allocatable,
+                allocatable - reading.available_bytes,
+                counted,
+            )
+        )
+        return reading
+
+    async def _save_landed_during_read(self) -> bool:
+        """A managed save that finished while this sample was being read.
+
+        Such a sample still counts the saved VM's memory while the monitor may already
+        have stopped counting its release as in flight, and would then suspend one VM
+        more than needed. Checked only while a save is in progress (rare and cheap).
+        """
+        for uuid, tracked in self.inventory.domains.items():
+            info = tracked.info
+            if info.state is DomainState.PAUSED and info.reason == "save":
+                try:
+                    if not (await self.hv.lookup(uuid)).active:
+                        return True
+                except HypervisorError:
+                    return True
+        return False
+
+    @property
+    def latest(self) -> PoolReading:
+        if not self.readings:
+            raise DemoError("the pressure monitor has not sampled the pool yet")
+        return self.readings[-1]
+
+    def before(self, at: float) -> PoolReading | None:
+        """The last sample read completely before `at`."""
+        done = [r for r in self.readings if r.finished <= at]
+        return done[-1] if done else None
+
+    def after(self, at: float) -> PoolReading | None:
+        """The first sample whose reading started after `at`."""
+        return next((r for r in self.readings if r.started >= at), None)
+
+    async def sample_after(self, at: float) -> PoolReading:
+        reading: PoolReading = await wait_until(
+            lambda: self.after(at), PRESSURE_TIMEOUT, "the monitor's next sample"
+        )
+        return reading
+
+
+class DemoHypervisor:
+    """The hypervisor as the demo's monitor sees it (`monitor.HypervisorPort`).
+
+    Notes when each suspend and resume is issued, for the timeline. On the test driver,
+    whose memory stats are canned (every domain reports the same 1Gi RSS), a VM's
+    working set is its configured memory: the inventory falls back to it when RSS is
+    absent, and a Save releases exactly it. On QEMU everything is passed through.
+    """
+
+    def __init__(self, hv: Hypervisor, clock: Clock, *, measured_rss: bool) -> None:
+        self.hv = hv
+        self.clock = clock
+        self.measured_rss = measured_rss
+        self.issued: dict[str, float] = {}
+
+    @property
+    def measurement(self) -> str:
+        if self.measured_rss:
+            return "RSS of the QEMU processes"
+        return "configured VM memory (test driver: its memory stats are canned)"
+
+    async def list_domains(self) -> list[DomainInfo]:
+        return await self.hv.list_domains()
+
+    async def lookup(self, uuid: str) -> DomainInfo:
+        return await self.hv.lookup(uuid)
+
+    async def xml(self, uuid: str, *, inactive: bool = False) -> str:
+        return await self.hv.xml(uuid, inactive=inactive)
+
+    async def all_memory_stats(self, uuids: Collection[str] | None = None) -> dict[str, VMMemory]:
+        stats = await self.hv.all_memory_stats(uuids)
+        if self.measured_rss:
+            return stats
+        return {uuid: replace(memory, rss_bytes=None) for uuid, memory in stats.items()}
+
+    async def host_memory(self) -> HostMemory:
+        return await self.hv.host_memory()
+
+    async def suspend(self, uuid: str, mode: SuspendMode) -> SuspendResult:
+        self.issued[uuid] = self.clock.now()
+        if self.measured_rss:
+            return await self.hv.suspend(uuid, mode)
+        memory = (await self.hv.lookup(uuid)).memory_bytes
+        result = await self.hv.suspend(uuid, mode)
+        if mode is SuspendMode.SAVE and result.changed:
+            return replace(result, rss_before_bytes=memory, rss_after_bytes=0)
+        return replace(result, rss_before_bytes=memory, rss_after_bytes=memory)
+
+    async def resume(self, uuid: str, mode: SuspendMode | None = None) -> ResumeResult:
+        self.issued[uuid] = self.clock.now()
+        return await self.hv.resume(uuid, mode)
+
+    async def set_balloon(self, uuid: str, memory_bytes: int) -> TuneResult:
+        return await self.hv.set_balloon(uuid, memory_bytes)
+
+    async def set_metadata(self, uuid: str, key: str, xml: str | None) -> None:
+        await self.hv.set_metadata(uuid, key, xml)
+
+    async def metadata(self, uuid: str, key: str) -> str | None:
+        return await self.hv.metadata(uuid, key)
+
+    async def metadata_of_all(self, key: str) -> dict[str, str]:
+        return await self.hv.metadata_of_all(key)
 
 
 @dataclass
 class Action:
+    """A line of the timeline: a suspend or resume, or a step of the co-tenant."""
+
     at: float
-    what: str  # "suspended" | "resumed"
+    what: str  # "suspended" | "resumed" | "pressure"
     name: str
-    qos: QOSClass
-    signal_bytes: int
+    qos: QOSClass | None
     message: str
+    issued: float | None = None
 
 
 class DemoReporter:
@@ -350,53 +534,39 @@ class DemoReporter:
     and `kubectl describe vpod` show what the timeline shows.
     """
 
-    def __init__(
-        self, ctx: OperatorContext, signal: InjectedSignal, clock: Clock, out: TextIO
-    ) -> None:
+    def __init__(self, ctx: OperatorContext, hv: DemoHypervisor, clock: Clock, out: TextIO) -> None:
         self.ctx = ctx
         self.status = StatusReporter(ctx)
-        self.signal = signal
+        self.hv = hv
         self.clock = clock
         self.out = out
         self.actions: list[Action] = []
         self.guaranteed_only = False
+        #: False until the demo has sized the pool: before that the signal means nothing
+        self.narrating = False
         self._pressure: tuple[bool, str] | None = None
 
     def _line(self, text: str) -> None:
         say(self.out, f"{self.clock.stamp()} {text}")
 
+    def _record(self, what: str, vm: VMView, message: str) -> None:
+        issued = self.hv.issued.get(vm.key)
+        self.actions.append(Action(self.clock.now(), what, vm.name, vm.qos_class, message, issued))
+
     async def vm_suspending(self, vm: VMView, reason: str, message: str) -> None:
         self.ctx.suspensions[vm.key] = Suspension(vm.suspend_mode, reason, message)
         self._line(
-            f"suspending {vm.name} ({vm.qos_class.value}, priority {vm.priority}) "
-            f"with {vm.suspend_mode.value}: {message}"
+            f"suspending {vm.name} ({vm.qos_class.value}, priority {vm.priority}, "
+            f"uses {mib(vm.memory_bytes)}) with {vm.suspend_mode.value}: {message}"
         )
 
     async def vm_suspended(self, vm: VMView, reason: str, message: str) -> None:
-        self.actions.append(
-            Action(
-                self.clock.now(),
-                "suspended",
-                vm.name,
-                vm.qos_class,
-                self.signal.available_bytes,
-                message,
-            )
-        )
+        self._record("suspended", vm, message)
         self._line(f"SUSPENDED {vm.name} ({vm.qos_class.value}) -- {reason}: {message}")
         await self.status.suspended(vm.key, vm.suspend_mode, reason, message)
 
     async def vm_resumed(self, vm: VMView, message: str) -> None:
-        self.actions.append(
-            Action(
-                self.clock.now(),
-                "resumed",
-                vm.name,
-                vm.qos_class,
-                self.signal.available_bytes,
-                message,
-            )
-        )
+        self._record("resumed", vm, message)
         self._line(f"RESUMED {vm.name} ({vm.qos_class.value}) -- {message}")
         await self.status.resumed(vm.key, message)
 
@@ -408,14 +578,13 @@ class DemoReporter:
         await self.status.failed(vm.key, f"{action} failed: {message}")
 
     async def pressure_changed(self, status: PressureStatus) -> None:
-        if (status.under_pressure, status.reason) == self._pressure:
+        if not self.narrating or (status.under_pressure, status.reason) == self._pressure:
             return
         self._pressure = (status.under_pressure, status.reason)
         state = "under pressure" if status.under_pressure else "no pressure"
         self._line(
-            f"host: {state} ({status.reason}), {status.signal} memory.available "
-            f"{_maybe_bytes(status.available_bytes)}, threshold "
-            f"{format_bytes(status.threshold_bytes)}"
+            f"monitor: {state} ({status.reason}), {status.signal} memory.available "
+            f"{mib(status.available_bytes)}, threshold {mib(status.threshold_bytes)}"
         )
 
     async def guaranteed_only_pressure(self, message: str) -> None:
@@ -519,25 +688,27 @@ async def operator(
 
 @dataclass
 class PressureLoop:
-    """The monitor the operator runs for the demo, with the demo's injected signal."""
+    """The monitor the operator runs for the demo, on the demo's pool signal."""
 
-    signal: InjectedSignal
-    reporter_factory: Callable[[OperatorContext], DemoReporter]
     settings: Settings
+    clock: Clock
+    out: TextIO
+    measured_rss: bool
     monitor: Monitor | None = None
     reporter: DemoReporter | None = None
+    pool: DemoPool | None = None
+    hv: DemoHypervisor | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start(self, ctx: OperatorContext) -> Any:
         """`OperatorContext.on_ready` hook: build the monitor, return its loop."""
-        self.reporter = self.reporter_factory(ctx)
+        self.hv = DemoHypervisor(ctx.hv, self.clock, measured_rss=self.measured_rss)
+        inventory = Inventory(self.hv, scope=lambda meta: meta.namespace == NAMESPACE)
+        self.pool = DemoPool(inventory, self.hv, self.clock)
+        self.reporter = DemoReporter(ctx, self.hv, self.clock, self.out)
         self.monitor = Monitor(
-            ctx.hv,
-            self.signal,
-            self.reporter,
-            self.settings,
-            inventory=Inventory(ctx.hv, scope=lambda meta: meta.namespace == NAMESPACE),
+            self.hv, self.pool, self.reporter, self.settings, inventory=inventory
         )
         return self._run(self.monitor)
 
@@ -571,6 +742,7 @@ class Outcome:
     created: list[QOSClass] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     guaranteed_suspended: bool = False
+    pool: DemoPool | None = None
     domains_left: int | None = None
     running_left: int | None = None
 
@@ -675,24 +847,20 @@ async def run_demo(args: argparse.Namespace, out: TextIO, outcome: Outcome) -> O
         if await api.ensure_namespace(NAMESPACE) and not cluster.emulated:
             stack.push_async_callback(delete_namespace, api, out)
 
-        signal_source = InjectedSignal(PLENTY_BYTES)
-        loop = PressureLoop(
-            signal_source,
-            lambda ctx: DemoReporter(ctx, signal_source, clock, out),
-            settings,
-        )
+        loop = PressureLoop(settings, clock, out, measured_rss=not uri.startswith("test:"))
         api_url = None if cluster.kubeconfig else cluster.server
         await stack.enter_async_context(operator(settings, api_url, emulator, loop.start))
         # Runs before the operator stops: deleting goes through its finalizer.
         stack.push_async_callback(cleanup, api, hv, vms, outcome, out)
         stack.push_async_callback(loop.close)
-        monitor, reporter = loop.monitor, loop.reporter
-        if monitor is None or reporter is None:
+        reporter, pool = loop.reporter, loop.pool
+        if loop.monitor is None or reporter is None or pool is None:
             raise DemoError("the operator did not start the pressure monitor")
+        outcome.pool = pool
         say(out, f"operator: running in this process as host {settings.host_name}")
 
         await apply_and_show(api, hv, settings, vms, outcome, clock, out)
-        await create_pressure(api, hv, vms, monitor, signal_source, reporter, clock, out)
+        await create_pressure(api, hv, vms, loop, clock, out)
         outcome.actions = list(reporter.actions)
         outcome.guaranteed_suspended = any(
             a.qos is QOSClass.GUARANTEED and a.what == "suspended" for a in reporter.actions
@@ -735,52 +903,147 @@ async def create_pressure(
     api: Api,
     hv: Hypervisor,
     vms: list[DemoVM],
-    monitor: Monitor,
-    signal_source: InjectedSignal,
-    reporter: DemoReporter,
+    loop: PressureLoop,
     clock: Clock,
     out: TextIO,
 ) -> None:
+    """Three steps of a co-tenant on the VM pool; the monitor does the rest.
+
+    Each step is sized from what the VMs use at that moment: the first one BestEffort
+    save covers; the second (with every VM running, a deficit of BestEffort's usage plus
+    half of Burstable's) also needs the Burstable VM; the third gives it all back.
+    """
+    monitor, pool, reporter, demo_hv = loop.monitor, loop.pool, loop.reporter, loop.hv
+    if monitor is None or pool is None or reporter is None or demo_hv is None:
+        raise DemoError("the operator did not start the pressure monitor")
     eviction = monitor.eviction
     threshold = eviction.hard_memory_available_bytes
-    low = max(0, threshold - BELOW_THRESHOLD_BY_BYTES)
-    by_name = {vm.name: vm for vm in vms}
+    floor = threshold + eviction.minimum_reclaim_bytes  # what the monitor restores
+    by_qos = {vm.qos: vm for vm in vms}
+    best_effort = by_qos[QOSClass.BEST_EFFORT]
+    burstable = by_qos[QOSClass.BURSTABLE]
+    guaranteed = by_qos[QOSClass.GUARANTEED]
     say(out)
     say(
         out,
-        "== memory pressure (INJECTED signal: the monitor reads the value the demo sets; "
-        "host memory is not touched, every suspend and resume below is real libvirt)",
+        "== memory pressure on the VM pool (the monitor's pool signal; every suspend and "
+        "resume below is real libvirt, and so is the memory it releases)",
     )
     say(
         out,
-        f"policy: hard threshold {format_bytes(threshold)}, transition period "
+        "signal: memory.available = the pool's allocatable for VMs - the working sets of "
+        f"the running VMs, measured as {demo_hv.measurement}, sampled every "
+        f"{eviction.sampling_interval_s:g}s",
+    )
+    say(
+        out,
+        f"policy: hard threshold {mib(threshold)}, transition period "
         f"{eviction.pressure_transition_period_s:g}s, suspend mode "
-        f"{eviction.suspend_mode.value}, resume margin "
-        f"{format_bytes(eviction.resume_margin_bytes)}",
+        f"{eviction.suspend_mode.value}, resume margin {mib(eviction.resume_margin_bytes)}",
     )
-    signal_source.available_bytes = low
-    say(out, f"{clock.stamp()} signal: memory.available set to {format_bytes(low)}")
 
-    def suspended(*names: str) -> bool:
-        done = {a.name for a in reporter.actions if a.what == "suspended"}
-        return all(name in done for name in names)
+    def usage(vm: DemoVM) -> int:
+        assert vm.uuid is not None
+        tracked = pool.inventory.domains.get(vm.uuid)
+        if tracked is None or not tracked.info.active:
+            return 0
+        return tracked.rss_bytes if tracked.rss_bytes is not None else tracked.info.memory_bytes
 
-    lower = [vm.name for vm in vms if vm.qos is not QOSClass.GUARANTEED]
-    await wait_until(lambda: suspended(*lower), PRESSURE_TIMEOUT, "BestEffort and Burstable")
-    await wait_until(
-        lambda: reporter.guaranteed_only, PRESSURE_TIMEOUT, "the monitor to find only Guaranteed"
+    def usages() -> str:
+        return ", ".join(f"{vm.name} {mib(usage(vm))}" for vm in vms if usage(vm))
+
+    measured = await settled_usage(pool, clock)
+    pool_bytes = _round_up(
+        measured.used_bytes + threshold + eviction.resume_margin_bytes + POOL_HEADROOM_BYTES,
+        POOL_ROUNDING_BYTES,
     )
-    held_until = monitor.clock() + 3 * eviction.sampling_interval_s
-    await wait_until(lambda: monitor.clock() >= held_until, 10, "three more samples")
-    for vm in vms:
-        if vm.qos is QOSClass.GUARANTEED:
-            assert vm.uuid is not None
-            state = (await hv.lookup(vm.uuid)).state
-            say(
-                out,
-                f"{clock.stamp()} {vm.name} ({vm.qos.value}) is {state.name.lower()} with the "
-                f"signal still at {format_bytes(low)}: Guaranteed VMs are never suspended",
-            )
+    pool.set_pool(pool_bytes)
+    reading = await pool.sample_after(clock.now())
+    reporter.narrating = True
+    say(
+        out,
+        f"{clock.stamp()} the VM pool: {mib(pool_bytes)} allocatable (room for what the VMs "
+        f"use, the threshold, the resume margin and {mib(POOL_HEADROOM_BYTES)}); VMs use "
+        f"{mib(reading.used_bytes)} ({usages()}); available {mib(reading.available_bytes)}",
+    )
+
+    async def co_tenant_step(need_bytes: int, why: str) -> None:
+        """Lower the pool's allocatable so that the monitor needs `need_bytes` back."""
+        latest = pool.latest
+        holds = pool.pool_bytes - latest.used_bytes - (floor - need_bytes)
+        added = holds - pool.co_tenant_bytes
+        now_holds = f" (it now holds {mib(holds)})" if added != holds else ""
+        say(out)
+        say(
+            out,
+            f"{clock.stamp()} a co-tenant takes {mib(added)} of the VM pool{now_holds}: "
+            f"pool {mib(pool.pool_bytes - holds)} for VMs, VMs use "
+            f"{mib(latest.used_bytes)}, available {mib(floor - need_bytes)} < "
+            f"{mib(threshold)}: need {mib(need_bytes)} -- {why}",
+        )
+        at = clock.now()
+        pool.co_tenant_takes(holds)
+        reporter.actions.append(
+            Action(at, "pressure", "-", None, f"co-tenant takes {mib(added)}", at)
+        )
+
+    def done(what: str, vm: DemoVM) -> Action | None:
+        return next((a for a in reporter.actions if a.what == what and a.name == vm.name), None)
+
+    async def signal_after(what: str, vm: DemoVM) -> None:
+        action: Action = await wait_until(
+            lambda: done(what, vm), PRESSURE_TIMEOUT, f"{vm.name} to be {what}"
+        )
+        before = pool.before(action.issued if action.issued is not None else action.at)
+        after = await pool.sample_after(action.at)
+        change = "released" if what == "suspended" else "taken back"
+        was = f" (was {mib(before.available_bytes)})" if before is not None else ""
+        side = "above" if after.available_bytes >= threshold else "below"
+        say(
+            out,
+            f"{clock.stamp()} signal: pool memory.available {mib(after.available_bytes)}"
+            f"{was}, {side} the {mib(threshold)} threshold: {vm.name}'s memory {change}; "
+            f"VMs use {mib(after.used_bytes)}",
+        )
+
+    async def state(vm: DemoVM) -> str:
+        assert vm.uuid is not None
+        return (await hv.lookup(vm.uuid)).state.name.lower()
+
+    # Step 1: what one BestEffort save covers.
+    best_effort_usage = usage(best_effort)
+    need = max(MIB, best_effort_usage // 2 // MIB * MIB)
+    await co_tenant_step(
+        need,
+        f"one BestEffort save ({best_effort.name}, uses {mib(usage(best_effort))}) covers it",
+    )
+    await signal_after("suspended", best_effort)
+    await pool.sample_after(clock.now() + HOLD_S)
+    suspended = [a.name for a in reporter.actions if a.what == "suspended"]
+    say(
+        out,
+        f"{clock.stamp()} {HOLD_S:g}s later: {burstable.name} (Burstable) is "
+        f"{await state(burstable)}, suspended so far: {', '.join(suspended)} -- the fewest "
+        "VMs that cover the need",
+    )
+
+    # Step 2: with every VM running, a deficit of BestEffort's usage + half Burstable's.
+    need = max(MIB, usage(burstable) // 2 // MIB * MIB)
+    await co_tenant_step(
+        need,
+        f"in all, with every VM running, a deficit of {mib(best_effort_usage + need)} "
+        f"({best_effort.name}'s {mib(best_effort_usage)} + half of {burstable.name}'s "
+        f"{mib(usage(burstable))}): {best_effort.name} is saved already, so "
+        f"{burstable.name} (Burstable) goes next; {guaranteed.name} (Guaranteed) never",
+    )
+    await signal_after("suspended", burstable)
+    await pool.sample_after(clock.now() + HOLD_S)
+    say(
+        out,
+        f"{clock.stamp()} {guaranteed.name} (Guaranteed) is {await state(guaranteed)}: "
+        "Guaranteed VMs are never suspended for host pressure",
+    )
+    lower = [best_effort.name, burstable.name]
 
     async def api_shows_suspended() -> bool:
         phases = await _phases(api, vms)
@@ -791,29 +1054,56 @@ async def create_pressure(
     say(out, "kubectl get vpod (from the API):")
     await print_phases(api, vms, out)
 
-    signal_source.available_bytes = PLENTY_BYTES
+    # Step 3: the co-tenant leaves.
     say(out)
-    say(out, f"{clock.stamp()} signal: memory.available set to {format_bytes(PLENTY_BYTES)}")
-
-    def resumed(*names: str) -> bool:
-        done = {a.name for a in reporter.actions if a.what == "resumed"}
-        return all(name in done for name in names)
-
-    await wait_until(lambda: resumed(*lower), PRESSURE_TIMEOUT, "every suspended VM to resume")
+    held = pool.co_tenant_bytes
+    say(
+        out,
+        f"{clock.stamp()} pressure gone: the co-tenant gives back its {mib(held)}; once no "
+        f"threshold has been met for the {eviction.pressure_transition_period_s:g}s "
+        "transition period the monitor resumes, highest rank first, one VM at a time, "
+        "each only if the signal stays above threshold + margin after it",
+    )
+    at = clock.now()
+    pool.co_tenant_takes(0)
+    reporter.actions.append(
+        Action(at, "pressure", "-", None, f"co-tenant gives back {mib(held)}", at)
+    )
+    await signal_after("resumed", burstable)
+    await signal_after("resumed", best_effort)
 
     async def api_shows_running() -> bool:
         return all(phase == "Running" for phase in (await _phases(api, vms)).values())
 
     await wait_until(api_shows_running, 15, "status.phase Running in the API")
-    for name in lower:
-        uuid = by_name[name].uuid
-        assert uuid is not None
-        state = (await hv.lookup(uuid)).state
-        if state is not DomainState.RUNNING:
-            raise DemoError(f"{name} was reported resumed but libvirt says {state.name}")
+    for vm in (best_effort, burstable):
+        assert vm.uuid is not None
+        if (await hv.lookup(vm.uuid)).state is not DomainState.RUNNING:
+            raise DemoError(f"{vm.name} was reported resumed but libvirt says {await state(vm)}")
     say(out)
     say(out, "kubectl get vpod (from the API):")
     await print_phases(api, vms, out)
+
+
+async def settled_usage(pool: DemoPool, clock: Clock) -> PoolReading:
+    """A sample taken once the VMs' working sets stopped growing (guests just booted).
+
+    A pressure step is sized from what the VMs use; if they were still growing, the
+    growth alone would need more VMs suspended than the step means to.
+    """
+    deadline = clock.now() + SETTLE_TIMEOUT_S
+    previous = await pool.sample_after(clock.now())
+    while True:
+        current = await pool.sample_after(clock.now() + SETTLE_WINDOW_S)
+        if abs(current.used_bytes - previous.used_bytes) <= SETTLED_BYTES:
+            return current
+        if clock.now() > deadline:
+            return current
+        previous = current
+
+
+def _round_up(count: int, unit: int) -> int:
+    return -(-count // unit) * unit
 
 
 async def print_phases(api: Api, vms: list[DemoVM], out: TextIO) -> None:
@@ -889,12 +1179,19 @@ def summary(outcome: Outcome) -> list[str]:
     resumed = [a for a in outcome.actions if a.what == "resumed"]
 
     def classes(actions: list[Action]) -> str:
-        return ", ".join(a.qos.value for a in actions) or "none"
+        return ", ".join(a.qos.value for a in actions if a.qos is not None) or "none"
 
+    steps: list[list[Action]] = []
+    for action in outcome.actions:
+        if action.what == "pressure":
+            steps.append([])
+        elif action.what == "suspended" and steps:
+            steps[-1].append(action)
     guaranteed = [a for a in suspended if a.qos is QOSClass.GUARANTEED]
     return [
         "created: " + (", ".join(q.value for q in outcome.created) or "none"),
         "suspend order: " + classes(suspended),
+        "suspended per co-tenant step: " + " | ".join(classes(step) for step in steps),
         "Guaranteed suspended: " + ("never" if not guaranteed else f"{len(guaranteed)} time(s)"),
         "resumed: " + classes(resumed),
         f"domains left: {outcome.domains_left}",
@@ -903,20 +1200,34 @@ def summary(outcome: Outcome) -> list[str]:
 
 
 def print_timeline(outcome: Outcome, out: TextIO) -> None:
-    rows: list[tuple[str, ...]] = [("TIME", "EVENT", "VM", "QOS", "SIGNAL", "WHY")]
-    for action in outcome.actions:
-        why = action.message.split("; ")[0]
+    """Every action with the pool signal of the last sample before it and the first after."""
+    rows: list[tuple[str, ...]] = [("TIME", "EVENT", "VM", "QOS", "AVAILABLE", "WHY")]
+    pool = outcome.pool
+    for action in sorted(outcome.actions, key=lambda a: a.at):
+        signal = "-"
+        if pool is not None:
+            before = pool.before(action.issued if action.issued is not None else action.at)
+            after = pool.after(action.at)
+            signal = (
+                f"{mib(before.available_bytes if before else None)} -> "
+                f"{mib(after.available_bytes if after else None)}"
+            )
         rows.append(
             (
                 f"{action.at:.1f}s",
-                action.what,
+                action.what if action.what != "pressure" else action.message,
                 action.name,
-                action.qos.value,
-                format_bytes(action.signal_bytes),
-                why,
+                action.qos.value if action.qos is not None else "-",
+                signal,
+                action.message if action.what != "pressure" else "",
             )
         )
     say(out, table(rows))
+    say(
+        out,
+        "(AVAILABLE: pool memory.available of the last sample before the action was issued "
+        "-> of the first sample after it took effect)",
+    )
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -68,6 +68,15 @@ def assert_demo_worked(result: subprocess.CompletedProcess[str]) -> None:
     assert lines["resumed"] == "Burstable, BestEffort"
     assert lines["domains left"] == "0"
     assert lines["left running"] == "0"
+    # The fewest VMs: the first co-tenant step suspends BestEffort only, the second
+    # Burstable, giving the pool back suspends nothing.
+    assert lines["suspended per co-tenant step"] == "BestEffort | Burstable | none", output
+    assert re.search(
+        r"^\[.*\] 1s later: web \(Burstable\) is running, suspended so far: batch ",
+        output,
+        flags=re.M,
+    )
+    assert_signal_follows_libvirt(output)
     # The table is read back from libvirt and agrees with the plan for every VM.
     table = re.findall(
         r"^(batch|web|database)\s+(\w+)\s+running\s.*\s(matches|DIFFERS)$", output, flags=re.M
@@ -83,17 +92,51 @@ def assert_demo_worked(result: subprocess.CompletedProcess[str]) -> None:
     assert "deleted the VirtualPods" in output
 
 
-def test_demo_on_the_test_driver_says_what_it_uses(tmp_path: Path):
+TIMELINE_ROW = re.compile(
+    r"^\d+\.\ds\s+(?P<event>suspended|resumed|co-tenant takes \d+Mi|co-tenant gives back \d+Mi)"
+    r"\s+(?P<vm>\S+)\s+\S+\s+(?P<before>-?\d+)Mi -> (?P<after>-?\d+)Mi",
+    flags=re.M,
+)
+
+
+def assert_signal_follows_libvirt(output: str) -> None:
+    """The pool signal moves with what libvirt does: each save raises it, each resume
+    lowers it, and the first save alone brings it back above the 100Mi threshold."""
+    timeline = output.split("== timeline", 1)[1].split("== summary", 1)[0]
+    rows = [m.groupdict() for m in TIMELINE_ROW.finditer(timeline)]
+    events = [(re.sub(r" \d+Mi$", "", row["event"]), row["vm"]) for row in rows]
+    assert events == [
+        ("co-tenant takes", "-"),
+        ("suspended", "batch"),
+        ("co-tenant takes", "-"),
+        ("suspended", "web"),
+        ("co-tenant gives back", "-"),
+        ("resumed", "web"),
+        ("resumed", "batch"),
+    ], timeline
+    for row in rows:
+        before, after = int(row["before"]), int(row["after"])
+        if row["event"] == "suspended":
+            assert before < 100 <= after, row
+        elif row["event"] == "resumed":
+            assert after < before, row
+        elif row["event"].startswith("co-tenant takes"):
+            assert after < 100 <= before, row
+        else:
+            assert after > before, row
+
+
+def test_demo_on_the_test_driver_says_what_it_uses(tmp_path: Path) -> None:
     result = run_demo(tmp_path, "--libvirt-uri", "test:///default")
     assert_demo_worked(result)
     output = result.stdout
     assert "libvirt: test:///default" in output
     assert "is not reachable" in output
     assert "using the in-process EMULATED Kubernetes API" in output
-    assert "INJECTED signal" in output
+    assert "measured as configured VM memory (test driver" in output
 
 
-def test_demo_cleans_up_on_ctrl_c(tmp_path: Path):
+def test_demo_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "virtualpod.cli", "demo", "--libvirt-uri", "test:///default"],
         cwd=REPO,
@@ -132,7 +175,7 @@ def test_demo_cleans_up_on_ctrl_c(tmp_path: Path):
 
 @pytest.mark.qemu
 @pytest.mark.skipif(not QEMU_URI, reason="VIRTUALPOD_QEMU_URI is not set: no real libvirtd")
-def test_demo_on_real_qemu_twice_leaves_nothing_behind(tmp_path: Path):
+def test_demo_on_real_qemu_twice_leaves_nothing_behind(tmp_path: Path) -> None:
     import libvirt
 
     assert QEMU_URI is not None
@@ -141,6 +184,7 @@ def test_demo_on_real_qemu_twice_leaves_nothing_behind(tmp_path: Path):
         assert_demo_worked(result)
         assert f"libvirt: {QEMU_URI}" in result.stdout
         assert re.search(r"Save took \d+\.\d+s", result.stdout)
+        assert "measured as RSS of the QEMU processes" in result.stdout
         conn = libvirt.open(QEMU_URI)
         try:
             names = [dom.name() for dom in conn.listAllDomains(0)]
