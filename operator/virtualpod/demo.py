@@ -395,8 +395,6 @@ class DemoPool(PoolSignal):
     async def read(self) -> SignalReading:
         started = self.clock.now()
         reading = await super().read()
-        if await self._save_landed_during_read():
-            reading = await super().read()
         allocatable = self.allocatable_bytes  # no await since the sum: the same value
         counted = sum(1 for d in self.inventory.domains.values() if d.info.active)
         self.readings.append(
@@ -409,23 +407,6 @@ class DemoPool(PoolSignal):
             )
         )
         return reading
-
-    async def _save_landed_during_read(self) -> bool:
-        """A managed save that finished while this sample was being read.
-
-        Such a sample still counts the saved VM's memory while the monitor may already
-        have stopped counting its release as in flight, and would then suspend one VM
-        more than needed. Checked only while a save is in progress (rare and cheap).
-        """
-        for uuid, tracked in self.inventory.domains.items():
-            info = tracked.info
-            if info.state is DomainState.PAUSED and info.reason == "save":
-                try:
-                    if not (await self.hv.lookup(uuid)).active:
-                        return True
-                except HypervisorError:
-                    return True
-        return False
 
     @property
     def latest(self) -> PoolReading:

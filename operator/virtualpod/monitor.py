@@ -117,9 +117,13 @@ class HypervisorPort(Protocol):
 
 @dataclass(frozen=True)
 class SignalReading:
+    """One sample. `counted`: the VMs whose memory the reading counts as used, where the
+    source knows it (the pool signal); None (host) means any VM may be in it."""
+
     available_bytes: int
     psi_some_avg10: float | None = None
     source: str = "host"
+    counted: frozenset[str] | None = None
 
 
 class SignalSource(Protocol):
@@ -377,13 +381,13 @@ class PoolSignal:
 
     async def read(self) -> SignalReading:
         domains = await self.inventory.refresh(usage=True)
+        active = {uuid: d for uuid, d in domains.items() if d.info.active}
         used = sum(
             (d.rss_bytes if d.rss_bytes is not None else d.info.memory_bytes)
-            for d in domains.values()
-            if d.info.active
+            for d in active.values()
         )
         psi = read_psi(self.psi_path) if self.psi else None
-        return SignalReading(self.allocatable_bytes - used, psi, "pool")
+        return SignalReading(self.allocatable_bytes - used, psi, "pool", frozenset(active))
 
 
 async def signal_from_settings(
@@ -563,7 +567,7 @@ class Monitor:
         # One resume at a time, and the next only on a sample read after the last landed.
         busy = any(f.action in ("suspend", "resume") for f in self._in_flight.values())
         busy = busy or self._last_resume_landed >= read_started
-        in_flight_bytes = sum(f.reclaim_bytes for f in self._in_flight.values())
+        in_flight_bytes = self._pending_release_bytes(views, reading, read_started)
         decision = decide(
             self.state,
             sample,
@@ -584,6 +588,33 @@ class Monitor:
         await self._report_guaranteed_only(decision, message)
         await self._report_status()
         return decision
+
+    def _pending_release_bytes(
+        self, views: Collection[VMView], reading: SignalReading, read_started: float
+    ) -> int:
+        """What actions will free that `reading` still counts as used.
+
+        A suspend in flight, and also one that settled after the reading began: the read
+        may have seen the VM's memory before the Save released it, while the suspend is
+        no longer in flight when the decision is made; asking for that memory again
+        would suspend the next VM as well. Where the reading says which VMs it counted
+        (pool), that decides; otherwise (host) the timing does, erring towards
+        suspending one sample later rather than one VM too many.
+        """
+        counted = reading.counted
+        total = 0
+        for uuid, flight in self._in_flight.items():
+            if flight.action == "suspend" and counted is not None and uuid not in counted:
+                continue  # already gone from the reading
+            total += flight.reclaim_bytes
+        for vm in views:
+            if vm.state is not VMState.SUSPENDED:
+                continue
+            if self._settled_at.get(vm.key, 0.0) < read_started:
+                continue  # released before the read began: the reading has it
+            if counted is None or vm.key in counted:
+                total += vm.reclaim_bytes
+        return total
 
     async def idle(self) -> None:
         """Wait for every suspend/resume started so far (tests, benchmarks, shutdown)."""

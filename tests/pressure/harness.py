@@ -7,9 +7,11 @@ stand-ins for our own code: the loop, the policy and libvirt underneath are the 
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.waiting import async_wait_for
 from virtualpod.monitor import PressureStatus, SignalReading
 from virtualpod.plan import VMPlan, plan_virtualpod
 from virtualpod.pressure import VMView
@@ -109,3 +111,33 @@ def unique_namespace() -> str:
 
 def plan(name: str, namespace: str, qos: str, settings: Settings, **spec: Any) -> VMPlan:
     return plan_virtualpod(manifest(name, namespace, qos, **spec), settings)
+
+
+class StraddlingSignal(ScriptedSignal):
+    """A read that begins before a Save finishes and returns after it (armed per read).
+
+    `straddle(until)`: the next read takes the value it was set to (the pre-save level),
+    then waits until `until()` is true (the monitor has settled the suspend) before
+    returning it: what a slow sample does when a Save lands while it is being read.
+    """
+
+    def __init__(self, available_bytes: int) -> None:
+        super().__init__(available_bytes)
+        self._until: Callable[[], object] | None = None
+
+    def straddle(self, until: Callable[[], object]) -> None:
+        self._until = until
+
+    async def read(self) -> SignalReading:
+        reading = await super().read()
+        until, self._until = self._until, None
+        if until is not None:
+            await async_wait_for(as_probe(until), what="the suspend to settle during the read")
+        return reading
+
+
+def as_probe(condition: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    async def probe() -> object:
+        return condition()
+
+    return probe

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
@@ -18,6 +18,8 @@ from tests.pressure.harness import (
     Clock,
     RecordingReporter,
     ScriptedSignal,
+    StraddlingSignal,
+    as_probe,
     manifest,
     unique_namespace,
 )
@@ -32,6 +34,7 @@ from virtualpod.monitor import (
     Inventory,
     Monitor,
     PoolSignal,
+    SignalReading,
     signal_from_settings,
 )
 from virtualpod.plan import VMPlan, plan_virtualpod
@@ -203,6 +206,81 @@ async def test_pool_signal_feeds_back_what_a_save_released(fleet: Fleet):
     assert [vm.name for vm in (await loop.step()).resume] == ["besteffort"]
     await loop.idle()
     assert await fleet.state("besteffort") is DomainState.RUNNING
+
+
+async def test_a_read_that_straddles_a_save_does_not_suspend_one_vm_too_many(
+    fleet: Fleet,
+) -> None:
+    """A sample begun before a Save landed, consumed after it settled, still counts it."""
+    await three_classes(fleet)
+    signal, reporter, clock = StraddlingSignal(50 * MI), RecordingReporter(), Clock()
+    loop = monitor(fleet, signal, reporter, clock=clock)
+    assert [vm.name for vm in (await loop.step()).suspend] == ["besteffort"]
+
+    signal.straddle(until=lambda: reporter.names("suspended"))  # still the pre-save 50Mi
+    clock.advance(0.5)
+    assert (await loop.step()).suspend == ()
+    assert await fleet.saved("besteffort")
+    assert await fleet.state("burstable") is DomainState.RUNNING
+
+    clock.advance(0.5)  # read wholly after the save and still short: the next VM goes
+    assert [vm.name for vm in (await loop.step()).suspend] == ["burstable"]
+    await loop.idle()
+
+
+class StraddlingPool(PoolSignal):
+    """The pool signal with one read armed to straddle a Save (see `StraddlingSignal`).
+
+    `stale`: the read took its inventory snapshot before the Save and returns it after
+    the suspend settled (the VM's memory is in it). Otherwise the read waits first and
+    then reads libvirt (the release is in it already).
+    """
+
+    def __init__(self, inventory: Inventory, allocatable_bytes: int, *, stale: bool) -> None:
+        super().__init__(inventory, allocatable_bytes)
+        self.stale = stale
+        self.until: Callable[[], object] | None = None
+        self.last: SignalReading | None = None
+
+    async def read(self) -> SignalReading:
+        until, self.until = self.until, None
+        if until is None or not self.stale:
+            if until is not None:
+                await async_wait_for(as_probe(until), what="the suspend to settle")
+            self.last = await super().read()
+            return self.last
+        assert self.last is not None
+        await async_wait_for(as_probe(until), what="the suspend to settle")
+        return self.last  # and the monitor's inventory is still that pre-save snapshot
+
+
+@pytest.mark.parametrize("stale", [True, False], ids=["counted-in-read", "gone-from-read"])
+async def test_pool_read_straddling_a_save_counts_its_release_exactly_once(
+    fleet: Fleet, stale: bool
+) -> None:
+    await three_classes(fleet)
+    inventory = fleet.inventory()
+    domains = await inventory.refresh()
+    by_name = {d.meta.name: d.rss_bytes or d.info.memory_bytes for d in domains.values()}
+    used = sum(by_name.values())
+    pool = StraddlingPool(inventory, used + 50 * MI, stale=stale)  # 50Mi short: one VM
+    reporter, clock = RecordingReporter(), Clock()
+    loop = Monitor(fleet.hv, pool, reporter, SETTINGS, inventory=inventory, clock=clock)
+    assert [vm.name for vm in (await loop.step()).suspend] == ["besteffort"]
+
+    # Meanwhile the load grows by the BestEffort VM's memory: its release alone is not enough.
+    pool.allocatable_bytes -= by_name["besteffort"]
+    pool.until = lambda: reporter.names("suspended")
+    clock.advance(0.5)
+    decision = await loop.step()
+    assert await fleet.saved("besteffort")
+    if stale:  # the pre-save reading: the release is still to come, nothing more to do
+        assert decision.state.available_bytes == 50 * MI
+        assert decision.suspend == ()
+    else:  # the reading has the release and a real shortfall: the next VM goes right now
+        assert decision.state.available_bytes == 50 * MI
+        assert [vm.name for vm in decision.suspend] == ["burstable"]
+    await loop.idle()
 
 
 async def test_pause_mode_vm_is_paused_and_not_counted_as_reclaim(fleet: Fleet):
