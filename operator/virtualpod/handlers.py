@@ -871,15 +871,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
 
 
 async def host_capacity(hv: Hypervisor) -> Amount:
-    """Host cpus and memory as libvirt sees them (node info: total memory, all cells)."""
-    cpus = (await hv.host_cpus()).cpus
-    try:
-        memory = (await hv.host_memory()).total_bytes
-    except HypervisorError:
-        # The test driver has no node memory stats; its node info still has a total.
-        info = await hv._call(lambda conn: conn.getInfo())
-        memory = int(info[1]) * 1024 * 1024
-    return Amount(cpus * 1000, memory)
+    """Host cpus and memory as libvirt sees them."""
+    capacity = await hv.host_capacity()
+    return Amount(capacity.cpus * 1000, capacity.memory_bytes)
 
 
 @kopf.on.cleanup()

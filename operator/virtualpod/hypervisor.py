@@ -303,6 +303,14 @@ class HostCpus:
 
 
 @dataclass(frozen=True)
+class HostCapacity:
+    """What the host offers VMs before reservations: cpus and total memory."""
+
+    cpus: int
+    memory_bytes: int
+
+
+@dataclass(frozen=True)
 class OomScoreResult:
     """Best effort: `applied` False with a `detail` is not an error."""
 
@@ -1295,6 +1303,20 @@ class Hypervisor:
             return HostCpus(cpus=int(cpus), model=str(model), mhz=int(mhz))
 
         return await self._call(fn)
+
+    async def host_capacity(self) -> HostCapacity:
+        """Host cpus and total memory: node memory stats over all NUMA cells where the
+        driver has them, else node info (the test driver has no memory stats)."""
+        cpus = (await self.host_cpus()).cpus
+        try:
+            memory = (await self.host_memory()).total_bytes
+        except Unsupported:
+
+            def fn(conn: Any) -> int:
+                return int(conn.getInfo()[1]) * 1024 * 1024
+
+            memory = await self._call(fn)
+        return HostCapacity(cpus=cpus, memory_bytes=memory)
 
     async def qemu_pid(self, uuid: str) -> int | None:
         """The QEMU pid of a running domain on this host (from libvirt's pid file)."""

@@ -125,11 +125,14 @@ class Operator:
         with contextlib.suppress(RuntimeError):  # loop already closed
             self.loop.call_soon_threadsafe(cancel_all)
         await asyncio.to_thread(self.thread.join, 30)
+        # Kopf waits for a threading.Event stop flag in an executor thread; a killed
+        # operator never sets it, and that thread would keep the interpreter alive.
+        self.stop_flag.set()
 
     async def stop(self) -> None:
+        self.stop_flag.set()
         if self.thread is None or not self.thread.is_alive():
             return
-        self.stop_flag.set()
         await asyncio.to_thread(self.thread.join, 30)
         if self.thread.is_alive():
             await self.kill()

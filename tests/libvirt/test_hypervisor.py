@@ -296,6 +296,15 @@ async def test_host_cpus(hv: Hypervisor) -> None:
     assert (await hv.host_cpus()).cpus >= 1
 
 
+async def test_host_capacity(hv: Hypervisor, uri: str) -> None:
+    capacity = await hv.host_capacity()
+    assert capacity.cpus == (await hv.host_cpus()).cpus
+    if uri == TEST_URI:  # no node memory stats: node info's total (all cells) is used
+        assert capacity.memory_bytes > 0
+        return
+    assert capacity.memory_bytes == (await hv.host_memory()).total_bytes
+
+
 async def test_cputune(hv: Hypervisor, vms: VMs, uri: str) -> None:
     plan = await vms.running("besteffort")
     tune = CpuTune(shares=1536, period_us=100000, quota_us=150000)
