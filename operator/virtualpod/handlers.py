@@ -15,6 +15,10 @@ conditions, Events).
   Warning Event and a permanent error: no retries, other objects keep being served.
 * **Libvirt is the truth for runtime state.** A task started at operator startup follows
   libvirt's lifecycle events and mirrors them into the owner's status within seconds.
+* **Restart policy Always.** A VM that stops on its own or is stopped outside the operator
+  (crash, guest shutdown, `virsh destroy`) is started again with kubelet's crash-loop
+  back-off and counted in `status.vm.restartCount`; a VM suspended by the pressure
+  monitor (or saved by an admin) is never restarted by this.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import contextlib
 import datetime
 import logging
 import socket
+import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -79,6 +84,35 @@ class Suspension:
     message: str
 
 
+@dataclass(frozen=True)
+class RestartBackoff:
+    """kubelet's crash-loop back-off: the first restart at once, then `initial_s` doubling
+    up to `max_s`; a VM that ran `reset_s` since its last restart starts over."""
+
+    initial_s: float = 10.0
+    max_s: float = 300.0
+    reset_s: float = 600.0
+
+    def delay(self, streak: int) -> float:
+        """Seconds to wait before the restart that follows `streak` quick restarts."""
+        if streak <= 0:
+            return 0.0
+        return float(min(self.max_s, self.initial_s * 2 ** (streak - 1)))
+
+
+@dataclass
+class RestartRecord:
+    """Restarts of one VM by this operator."""
+
+    #: Restarts so far (status.vm.restartCount; carried over from status on startup).
+    count: int = 0
+    #: Consecutive restarts without a run of `RestartBackoff.reset_s` in between.
+    streak: int = 0
+    #: Monotonic time of the last restart.
+    started_at: float = 0.0
+    task: asyncio.Task[None] | None = None
+
+
 @dataclass
 class OperatorContext:
     """Everything handlers share, loaded once at startup and carried in kopf's memo."""
@@ -108,6 +142,10 @@ class OperatorContext:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Called once the hypervisor is open, e.g. to start the pressure monitor.
     on_ready: list[Any] = field(default_factory=list)
+    #: The pressure monitor (`monitor.Monitor`) once it runs; its `signal` is its input.
+    pressure: Any = None
+    restart_backoff: RestartBackoff = field(default_factory=RestartBackoff)
+    restarts: dict[str, RestartRecord] = field(default_factory=dict)
 
     @property
     def allocatable(self) -> Amount:
@@ -134,6 +172,14 @@ class OperatorContext:
         if self.by_uuid is None or uuid not in self.by_uuid:
             return None
         return cast(dict[str, Any], next(iter(self.by_uuid[uuid]), None))
+
+    def restart_record(self, uuid: str) -> RestartRecord:
+        """This VM's restart record; its count starts from what status last said."""
+        record = self.restarts.get(uuid)
+        if record is None:
+            owner = self.owner(uuid) or {}
+            record = self.restarts[uuid] = RestartRecord(count=owner.get("restartCount") or 0)
+        return record
 
 
 def default_host_name() -> str:
@@ -251,7 +297,9 @@ def observe(info: DomainInfo, suspension: Suspension | None) -> Observed:
     return Observed("Failed", "Stopped", f"the VM is shut off ({info.reason})")
 
 
-def vm_status(info: DomainInfo, host: str, suspend_mode: str | None) -> dict[str, Any]:
+def vm_status(
+    info: DomainInfo, host: str, suspend_mode: str | None, restart_count: int = 0
+) -> dict[str, Any]:
     return {
         "domainName": info.name,
         "uuid": info.uuid,
@@ -260,6 +308,7 @@ def vm_status(info: DomainInfo, host: str, suspend_mode: str | None) -> dict[str
         "memory": format_bytes(info.max_memory_bytes),
         "state": _STATE_NAMES.get(info.state, str(info.state)),
         "suspendMode": suspend_mode,
+        "restartCount": restart_count,
     }
 
 
@@ -286,7 +335,9 @@ def runtime_status(
         "phase": seen.phase,
         "reason": seen.reason,
         "message": seen.message,
-        "vm": vm_status(info, ctx.host_name, seen.suspend_mode),
+        "vm": vm_status(
+            info, ctx.host_name, seen.suspend_mode, ctx.restart_record(info.uuid).count
+        ),
         "conditions": conds,
     }
 
@@ -597,24 +648,118 @@ async def refresh_status(ctx: OperatorContext, uuid: str, *, announce: bool = Tr
             await post(ctx, ref, "Warning", "Failed", message)
     else:
         status = runtime_status(info, ctx, conditions, owner["generation"])
-        if owner.get("restartRequired") and _restarted_with_config(info, owner):
+        if condition_status(conditions, "RestartRequired") == "True" and _runs_new_size(
+            info, owner
+        ):
             status["conditions"] = set_condition(
                 status["conditions"],
                 "RestartRequired",
                 False,
                 "Restarted",
-                "",
+                f"the VM was restarted with {info.vcpus} vCPU(s) and "
+                f"{format_bytes(info.max_memory_bytes)} memory",
                 owner["generation"],
             )
+        delay = None
+        if owner.get("here") and needs_restart(info, ctx, uuid):
+            delay = schedule_restart(ctx, uuid, info.reason)
+        if delay:
+            status["message"] += f"; restarting in {delay:g}s (back-off)"
         if announce and status["phase"] != before:
             await _announce(ctx, ref, before, status)
+        if delay and announce:
+            await post(
+                ctx,
+                ref,
+                "Warning",
+                "BackOff",
+                f"back-off restarting the VM: next start in {delay:g}s",
+            )
     ctx.written[uuid] = {"conditions": status["conditions"], "phase": status["phase"]}
     await patch_status(ctx, owner["namespace"], owner["name"], status)
 
 
-def _restarted_with_config(info: DomainInfo, owner: Mapping[str, Any]) -> bool:
+def _runs_new_size(info: DomainInfo, owner: Mapping[str, Any]) -> bool:
+    """The VM runs with the size its spec asks for (a pending restart took place)."""
     size = owner.get("size")
-    return size is not None and (info.vcpus, info.max_memory_bytes) == tuple(size)
+    return info.active and size is not None and (info.vcpus, info.max_memory_bytes) == tuple(size)
+
+
+# ------------------------------------------------------------- restart policy
+
+
+def needs_restart(info: DomainInfo, ctx: OperatorContext, uuid: str) -> bool:
+    """Shut off or crashed with nothing to restore: stopped on its own or by someone else.
+
+    Not a VM with a managed-save image (the pressure monitor's or an admin's), nor one
+    the pressure monitor holds, nor one being deleted, nor one never placed here.
+    """
+    stopped = info.state in (DomainState.SHUTOFF, DomainState.CRASHED)
+    return (
+        stopped
+        and not info.has_managed_save
+        and uuid in ctx.placed
+        and uuid not in ctx.suspensions
+        and uuid not in ctx.deleting
+    )
+
+
+def schedule_restart(ctx: OperatorContext, uuid: str, why: str) -> float:
+    """Start the VM again after its back-off; returns the delay (0: at once)."""
+    record = ctx.restart_record(uuid)
+    if record.task is not None and not record.task.done():
+        return 0.0  # already scheduled (several events for one stop)
+    backoff = ctx.restart_backoff
+    if record.started_at and time.monotonic() - record.started_at >= backoff.reset_s:
+        record.streak = 0  # it ran long enough: not a crash loop
+    delay = backoff.delay(record.streak)
+    record.task = asyncio.create_task(_restart(ctx, uuid, delay, why), name=f"restart-{uuid}")
+    return delay
+
+
+async def _restart(ctx: OperatorContext, uuid: str, delay: float, why: str) -> None:
+    if delay:
+        await asyncio.sleep(delay)
+    owner = ctx.owner(uuid)
+    if owner is None or owner.get("deleting") or not owner.get("here"):
+        return
+    record = ctx.restart_record(uuid)
+    ref = object_ref(owner["namespace"], owner["name"], owner["uid"])
+    ctx.busy.add(uuid)  # the mirror waits: this task writes the status of its own start
+    try:
+        info = await _lookup(ctx.hv, uuid)
+        if info is None or not needs_restart(info, ctx, uuid):
+            return  # started, saved, suspended or removed in the meantime
+        try:
+            result = await ctx.hv.start(uuid)
+        except HypervisorError as error:
+            record.streak += 1
+            await post(ctx, ref, "Warning", "Failed", f"cannot restart the VM: {error}")
+            record.task = None
+            schedule_restart(ctx, uuid, why)
+            return
+        if result.started:
+            record.count += 1
+            record.streak += 1
+            record.started_at = time.monotonic()
+            oom = owner.get("oomScoreAdj")
+            if oom is not None:
+                with contextlib.suppress(HypervisorError):
+                    await ctx.hv.set_oom_score_adj(uuid, oom)
+            await post(
+                ctx,
+                ref,
+                "Normal",
+                "Restarted",
+                f"{info.name} started again after it stopped ({why}); restart {record.count}",
+            )
+        await refresh_status(ctx, uuid, announce=False)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # a restart must never take the operator down
+        log.warning(f"cannot restart domain {uuid}: {error}")
+    finally:
+        ctx.busy.discard(uuid)
 
 
 async def _announce(
@@ -832,6 +977,8 @@ def virtualpods_by_uuid(
             "phase": status.get("phase"),
             "conditions": conditions,
             "restartRequired": condition_status(conditions, "RestartRequired") == "True",
+            "restartCount": (status.get("vm") or {}).get("restartCount") or 0,
+            "oomScoreAdj": plan.oom_score_adj(ctx.capacity.memory_bytes),
         }
     }
 
@@ -879,6 +1026,9 @@ async def host_capacity(hv: Hypervisor) -> Amount:
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
     ctx = context(memo)
+    for record in ctx.restarts.values():
+        if record.task is not None:
+            record.task.cancel()
     for task in ctx.tasks:
         task.cancel()
     for task in ctx.tasks:
@@ -927,5 +1077,8 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, logger: Any, **_: Any) -
     ctx.placed.discard(uuid)
     ctx.suspensions.pop(uuid, None)
     ctx.reserving.pop(uuid, None)
+    record = ctx.restarts.pop(uuid, None)
+    if record is not None and record.task is not None:
+        record.task.cancel()
     if removed:
         _info(body, reason="Deleted", message="VM destroyed and undefined, save image removed")

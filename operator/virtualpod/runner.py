@@ -43,15 +43,22 @@ async def run_pressure_monitor(ctx: Any) -> None:
     from virtualpod.monitor import Inventory, Monitor, signal_from_settings
 
     inventory = Inventory(ctx.hv)
+    # The pool's allocatable: `eviction.poolAllocatable` when set, else what admission
+    # uses (host capacity as libvirt reports it, minus `reserved`).
+    configured = ctx.settings.eviction.pool_allocatable_bytes
     try:
         signal = await signal_from_settings(
-            ctx.settings, ctx.hv, inventory, allocatable_bytes=ctx.allocatable.memory_bytes
+            ctx.settings,
+            ctx.hv,
+            inventory,
+            allocatable_bytes=ctx.allocatable.memory_bytes if configured is None else None,
         )
         await signal.read()
     except HypervisorError as error:
         log.warning(f"pressure monitor not started: no memory signal on {ctx.hv.uri}: {error}")
         return
     monitor = Monitor(ctx.hv, signal, PressureReporter(ctx), ctx.settings, inventory=inventory)
+    ctx.pressure = monitor
     await monitor.reconcile()
     await monitor.run()
 

@@ -18,7 +18,7 @@ import os
 import ssl
 import threading
 import uuid as uuidlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,8 +30,9 @@ from tests.e2e.kube import Kube
 from tests.waiting import async_wait_for
 from virtualpod.domain import domain_name
 from virtualpod.emulator import KubernetesApiEmulator, serve_emulator
-from virtualpod.handlers import OperatorContext, context, make_memo
+from virtualpod.handlers import OperatorContext, context
 from virtualpod.hypervisor import Hypervisor
+from virtualpod.runner import build_memo
 from virtualpod.settings import Settings
 
 QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI")
@@ -54,6 +55,10 @@ class Operator:
     api_url: str | None
     settings: Settings
     emulator: KubernetesApiEmulator | None
+    #: Run the pressure monitor, as `virtualpod run` does.
+    pressure: bool = False
+    #: Adjusts the context before the operator starts (e.g. a shorter restart back-off).
+    prepare: Callable[[OperatorContext], None] | None = None
     memo: Any = None
     thread: threading.Thread | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -91,7 +96,9 @@ class Operator:
             loop.close()
 
     async def start(self) -> None:
-        self.memo = make_memo(self.settings, api_url=self.api_url)
+        self.memo = build_memo(self.settings, api_url=self.api_url, pressure=self.pressure)
+        if self.prepare is not None:
+            self.prepare(self.ctx)
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
@@ -102,6 +109,8 @@ class Operator:
             if not self.thread.is_alive():
                 raise AssertionError(f"the operator exited: {self.error!r}")
             if self.ctx.hypervisor is None or not self.ready_flag.is_set():
+                return False
+            if self.pressure and self.ctx.pressure is None:
                 return False
             if self.emulator is not None:
                 return self.emulator.watchers.get(VPODS, 0) > 0
@@ -150,13 +159,25 @@ class Env:
     namespace: str = "default"
     operators: list[Operator] = field(default_factory=list)
 
-    def operator(self, settings: Settings | None = None) -> Operator:
-        op = Operator(self.api_url, settings or self.settings, self.emulator)
+    def operator(
+        self,
+        settings: Settings | None = None,
+        *,
+        pressure: bool = False,
+        prepare: Callable[[OperatorContext], None] | None = None,
+    ) -> Operator:
+        op = Operator(self.api_url, settings or self.settings, self.emulator, pressure, prepare)
         self.operators.append(op)
         return op
 
-    async def start_operator(self, settings: Settings | None = None) -> Operator:
-        op = self.operator(settings)
+    async def start_operator(
+        self,
+        settings: Settings | None = None,
+        *,
+        pressure: bool = False,
+        prepare: Callable[[OperatorContext], None] | None = None,
+    ) -> Operator:
+        op = self.operator(settings, pressure=pressure, prepare=prepare)
         await op.start()
         return op
 

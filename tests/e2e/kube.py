@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import ssl
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 GROUP, VERSION, PLURAL = "virtualpod.dev", "v1alpha1", "virtualpods"
 
@@ -79,3 +81,19 @@ class Kube:
         )
         assert status == 200, (status, body)
         return [e for e in body["items"] if e.get("involvedObject", {}).get("name") == name]
+
+
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "virtualpod.dev_virtualpods.yaml"
+
+
+def printer_columns(obj: dict[str, Any]) -> dict[str, Any]:
+    """What `kubectl get vpod` shows for `obj`: the CRD's printer columns, evaluated."""
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == VERSION)
+    row: dict[str, Any] = {}
+    for column in version["additionalPrinterColumns"]:
+        value: Any = obj
+        for key in column["jsonPath"].lstrip(".").split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        row[column["name"]] = value
+    return row

@@ -7,7 +7,7 @@ import pytest
 from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
-from virtualpod.hypervisor import EventKind
+from virtualpod.hypervisor import DomainState, EventKind
 from virtualpod.spec import SuspendMode
 
 MIB = 1024 * 1024
@@ -70,7 +70,7 @@ async def test_invalid_object_gets_condition_and_event_and_others_are_served(env
     assert not any(bad in d.name for d in await env.hv.list_domains())
 
 
-async def test_pause_and_destroy_behind_the_operators_back_show_in_status(env: Env) -> None:
+async def test_pause_behind_the_operators_back_shows_in_status(env: Env) -> None:
     await env.start_operator()
     name = unique("virsh")
     await env.kube.create(vpod(name))
@@ -85,16 +85,12 @@ async def test_pause_and_destroy_behind_the_operators_back_show_in_status(env: E
     await env.hv.resume(uuid)  # as `virsh resume`
     await wait_phase(env, name, "Running", timeout=5)
 
-    await env.hv.destroy(uuid)  # as `virsh destroy`
-    obj = await wait_phase(env, name, "Failed", timeout=5)
-    assert obj["status"]["vm"]["state"] == "Shutoff"
-    assert obj["status"]["reason"] == "Stopped"
-
     async def reported() -> bool:
         reasons = {e["reason"] for e in await env.kube.events(env.namespace, name)}
-        return {"Paused", "Resumed", "Failed"} <= reasons
+        return {"Paused", "Resumed"} <= reasons
 
-    await async_wait_for(reported, timeout=10, what="Paused/Resumed/Failed events")
+    await async_wait_for(reported, timeout=10, what="Paused/Resumed events")
+    assert (await env.hv.lookup(uuid)).state is DomainState.RUNNING  # not restarted: resumed
 
 
 async def test_vm_larger_than_the_host_is_unschedulable(env: Env) -> None:

@@ -423,6 +423,7 @@ STATUS = {
         "memory": "1Gi",
         "state": "shutoff",
         "suspendMode": "Save",
+        "restartCount": 1,
     },
     "conditions": [
         {
