@@ -648,6 +648,7 @@ async def refresh_status(ctx: OperatorContext, uuid: str, *, announce: bool = Tr
             await post(ctx, ref, "Warning", "Failed", message)
     else:
         status = runtime_status(info, ctx, conditions, owner["generation"])
+        status["qosClass"] = owner.get("qosClass")
         if condition_status(conditions, "RestartRequired") == "True" and _runs_new_size(
             info, owner
         ):
@@ -978,6 +979,7 @@ def virtualpods_by_uuid(
             "conditions": conditions,
             "restartRequired": condition_status(conditions, "RestartRequired") == "True",
             "restartCount": (status.get("vm") or {}).get("restartCount") or 0,
+            "qosClass": plan.qos_class.value,
             "oomScoreAdj": plan.oom_score_adj(ctx.capacity.memory_bytes),
         }
     }
