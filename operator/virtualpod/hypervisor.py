@@ -1166,18 +1166,21 @@ class Hypervisor:
     async def all_memory_stats(self, uuids: Collection[str] | None = None) -> dict[str, VMMemory]:
         """Memory stats of every active domain (or of `uuids` among them) in one libvirt call.
 
-        `getAllDomainStats` costs one round trip for the whole host where `memory_stats`
-        costs one per VM. Not NOWAIT: with it, QEMU drops `balloon.rss` of any domain
-        another client happens to be querying, and a missing RSS would make the pool
-        signal jump (measured); a Save in progress does not block the query.
-        Drivers without bulk stats (or without its balloon group, like the test driver)
-        get one `memoryStats` per domain inside the same worker hop: same result.
+        Bulk stats cost one round trip for the whole host where `memory_stats` costs one
+        per VM. With `uuids`, only those domains are asked (`domainListGetStats`): any
+        call that touches a domain libvirtd is saving (host-wide `getAllDomainStats`,
+        NOWAIT or not, and `listAllDomains`) waits while libvirtd finishes writing its
+        image, up to seconds (measured: 1.8 s of a 3.4 s save of a 590 MiB guest), so
+        the pressure loop leaves domains with an action in flight out. Not NOWAIT: with
+        it, QEMU drops `balloon.rss` of any domain another client happens to be querying
+        (measured). Drivers without bulk stats (or without its balloon group, like the
+        test driver) get one `memoryStats` per domain inside the same worker hop.
         """
         wanted = None if uuids is None else set(uuids)
 
         def fn(conn: Any) -> dict[str, VMMemory]:
             try:
-                records = self._bulk_stats(conn)
+                records = self._bulk_stats(conn, wanted)
             except libvirt.libvirtError as e:
                 if e.get_error_code() not in (
                     libvirt.VIR_ERR_NO_SUPPORT,
@@ -1188,21 +1191,31 @@ class Hypervisor:
             out = {}
             for dom, stats in records:
                 uuid = dom.UUIDString()
-                if wanted is None or uuid in wanted:
-                    raw = _balloon_record(stats)
-                    if not raw:  # no balloon group on this driver (test): ask the domain
-                        with contextlib.suppress(libvirt.libvirtError):
-                            raw = {k: int(v) for k, v in dom.memoryStats().items()}
-                    out[uuid] = _vm_memory(raw)
+                if wanted is not None and uuid not in wanted:
+                    continue
+                if stats.get("state.state", libvirt.VIR_DOMAIN_RUNNING) == (
+                    libvirt.VIR_DOMAIN_SHUTOFF
+                ):
+                    continue  # asked by name and stopped (or saved): no stats
+                raw = _balloon_record(stats)
+                if not raw:  # no balloon group on this driver (test): ask the domain
+                    with contextlib.suppress(libvirt.libvirtError):
+                        raw = {k: int(v) for k, v in dom.memoryStats().items()}
+                out[uuid] = _vm_memory(raw)
             return out
 
         return await self._call(fn)
 
-    @staticmethod
-    def _bulk_stats(conn: Any) -> list[tuple[Any, dict[str, Any]]]:
+    def _bulk_stats(self, conn: Any, wanted: set[str] | None) -> list[tuple[Any, dict[str, Any]]]:
         stats = libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_STATE
-        active = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
-        return list(conn.getAllDomainStats(stats, active))
+        if wanted is None:
+            active = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+            return list(conn.getAllDomainStats(stats, active))
+        doms = []
+        for uuid in wanted:
+            with contextlib.suppress(DomainNotFound):  # undefined meanwhile: no stats
+                doms.append(self._dom(conn, uuid))
+        return list(conn.domainListGetStats(doms, stats, 0)) if doms else []
 
     def _memory_stats_each(self, conn: Any, wanted: set[str] | None) -> dict[str, VMMemory]:
         """Blocking fallback of `all_memory_stats`: one memoryStats per active domain."""

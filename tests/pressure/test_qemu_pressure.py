@@ -9,6 +9,7 @@ still the same booted guests.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import time
@@ -220,3 +221,101 @@ def _aprobe(fn, first):  # type: ignore[no-untyped-def]
         return (await fn()) > first
 
     return probe
+
+
+class TimedPool(PoolSignal):
+    """The pool signal, noting when each of its reads finished."""
+
+    def __init__(self, inventory: Inventory, allocatable_bytes: int) -> None:
+        super().__init__(inventory, allocatable_bytes)
+        self.finished: list[float] = []
+
+    async def read(self):  # type: ignore[no-untyped-def]
+        reading = await super().read()
+        self.finished.append(time.monotonic())
+        return reading
+
+
+BIG_MIB = 512
+BIG_SETTINGS = Settings(
+    default_container_size=Amount(cpu_millis=1000, memory_bytes=(BIG_MIB - 64) * MI),
+    padding=Amount(cpu_millis=0, memory_bytes=64 * MI),
+    domain_type="qemu",
+    memory_stats_period_s=1,
+    eviction=EvictionSettings(
+        signal=PressureSignal.POOL, pressure_transition_period_s=60.0, sampling_interval_s=0.1
+    ),
+)
+
+
+async def test_sampling_goes_on_while_a_save_is_written(guest_image: tuple[str, str]) -> None:
+    """libvirtd holds a domain while it writes its save image (listing waits for it, up
+    to seconds): the loop must keep sampling the other VMs meanwhile."""
+    kernel, initrd = guest_image
+    namespace = f"pq-{uuidlib.uuid4().hex[:6]}"
+    touched = {"BestEffort": BIG_MIB - 128, "Guaranteed": 32}
+    async with Hypervisor(QEMU_URI) as hv:
+        plans = {
+            qos: plan_virtualpod(
+                manifest(
+                    qos.lower(),
+                    namespace,
+                    qos,
+                    boot={
+                        "kernel": {
+                            "path": kernel,
+                            "initrd": initrd,
+                            "cmdline": f"console=ttyS0 quiet vp.touch={mib}",
+                        }
+                    },
+                ),
+                BIG_SETTINGS,
+                cgroup_version=hv.cgroup_version,
+            )
+            for qos, mib in touched.items()
+        }
+        try:
+            for vm in plans.values():
+                await hv.ensure_defined(vm.domain_xml)
+                await hv.start(vm.uuid)
+            for qos, vm in plans.items():
+                log = Path(vm.domain.console_log or "")
+                wait_for(
+                    lambda log=log, mib=touched[qos]: (
+                        log.exists() and f"VPGUEST TOUCHED {mib}" in log.read_text(errors="replace")
+                    ),
+                    timeout=150,
+                    interval=0.5,
+                    what=f"{vm.name} booted and filled {touched[qos]} MiB",
+                )
+            inventory = Inventory(hv, scope=lambda meta: meta.namespace == namespace)
+            used = sum(d.rss_bytes or 0 for d in (await inventory.refresh()).values())
+            pool = TimedPool(inventory, used + 50 * MI)  # 50Mi available: the big one goes
+            reporter = TimedReporter()
+            monitor = Monitor(hv, pool, reporter, BIG_SETTINGS, inventory=inventory)
+            stop = asyncio.Event()
+            task = asyncio.create_task(monitor.run(stop))
+            try:
+                await async_wait_for(_probe(lambda: reporter.names("suspended")), timeout=60)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 10)
+                await monitor.idle()
+            assert reporter.names("suspended") == ["besteffort"]
+            issued = reporter.stamp("issued", "besteffort")
+            released = reporter.stamp("released", "besteffort")
+            during = [t for t in pool.finished if issued < t < released]
+            ticks = [issued, *during, released]
+            longest_gap = max(b - a for a, b in itertools.pairwise(ticks))
+            print(
+                f"\nsave {released - issued:.2f}s: {len(during)} samples meanwhile, "
+                f"longest gap {longest_gap:.2f}s"
+            )
+            assert released - issued > 1.0, "save too short to tell"
+            assert len(set(during)) >= 5
+            # interval 0.1 s + listing and stats deadlines 0.25 s each + slack (stalls: 1.8-3 s)
+            assert longest_gap < 1.0
+        finally:
+            for vm in plans.values():
+                await hv.undefine(vm.uuid)
+                Path(vm.domain.console_log or "").unlink(missing_ok=True)
