@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from virtualpod.domain import METADATA_NS
+from virtualpod.quantity import MIB
 from virtualpod.spec import SuspendMode
 from virtualpod.tuning import CpuTune, MemTune, cpu_weight_from_shares
 
@@ -552,7 +553,7 @@ class Hypervisor:
         *,
         cgroup_version: int | None = None,
         reconnect_timeout: float = 30.0,
-        max_workers: int = 4,
+        max_workers: int = 8,
         metadata_ns: str = METADATA_NS,
     ) -> None:
         self.uri = uri
@@ -1326,7 +1327,7 @@ class Hypervisor:
         except Unsupported:
 
             def fn(conn: Any) -> int:
-                return int(conn.getInfo()[1]) * 1024 * 1024
+                return int(conn.getInfo()[1]) * MIB
 
             memory = await self._call(fn)
         return HostCapacity(cpus=cpus, memory_bytes=memory)

@@ -79,6 +79,7 @@ from virtualpod.pressure import (
     resume_threshold,
 )
 from virtualpod.qos import QOSClass
+from virtualpod.quantity import MIB
 from virtualpod.settings import PressureSignal, Settings
 from virtualpod.spec import SuspendMode
 
@@ -87,10 +88,10 @@ log = logging.getLogger(__name__)
 MEMORY_PRESSURE = "MemoryPressure"
 SAVED_OUTSIDE = "Saved"
 PSI_PATH = Path("/proc/pressure/memory")
-MIB = 1024 * 1024
 
 
 def mib(value: int | None) -> str:
+    """Rounded MiB for messages (`format_bytes` is exact, and so too long for them)."""
     return "?" if value is None else f"{value / MIB:.0f}Mi"
 
 
