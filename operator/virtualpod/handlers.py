@@ -284,7 +284,9 @@ def observe(info: DomainInfo, suspension: Suspension | None) -> Observed:
         return Observed("Running", "Running", "the VM is running")
     if info.state is DomainState.PAUSED:
         if suspension is not None:
-            return Observed("Suspended", suspension.reason, suspension.message, "Pause")
+            # Pause mode, or a Save in progress (libvirt pauses the VM while it writes)
+            mode = suspension.mode.value
+            return Observed("Suspended", suspension.reason, suspension.message, mode)
         return Observed("Paused", "Paused", f"the VM is paused ({info.reason})")
     if info.state is DomainState.PMSUSPENDED:
         return Observed("Paused", "GuestSuspended", "the guest suspended itself")

@@ -111,7 +111,8 @@ async def test_pending_resize_takes_effect_at_the_next_start(env: Env) -> None:
     async def restart_required(status: str) -> dict[str, Any] | None:
         o = await env.kube.get(env.namespace, name)
         c = condition(o, "RestartRequired")
-        return o if c and c["status"] == status else None
+        running = status == "True" or (o or {}).get("status", {}).get("phase") == "Running"
+        return o if c and c["status"] == status and running else None
 
     await async_wait_for(lambda: restart_required("True"), timeout=15, what="RestartRequired")
     running = await env.hv.lookup(uuid)
