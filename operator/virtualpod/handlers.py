@@ -49,6 +49,7 @@ from virtualpod.hypervisor import (
 )
 from virtualpod.plan import VMPlan, plan_virtualpod
 from virtualpod.quantity import format_bytes
+from virtualpod.restarts import crash_loop_over, restart_delay
 from virtualpod.settings import Amount, Settings
 from virtualpod.spec import API_GROUP, API_VERSION, KIND, SpecError, SuspendMode
 
@@ -84,29 +85,13 @@ class Suspension:
     message: str
 
 
-@dataclass(frozen=True)
-class RestartBackoff:
-    """kubelet's crash-loop back-off: the first restart at once, then `initial_s` doubling
-    up to `max_s`; a VM that ran `reset_s` since its last restart starts over."""
-
-    initial_s: float = 10.0
-    max_s: float = 300.0
-    reset_s: float = 600.0
-
-    def delay(self, streak: int) -> float:
-        """Seconds to wait before the restart that follows `streak` quick restarts."""
-        if streak <= 0:
-            return 0.0
-        return float(min(self.max_s, self.initial_s * 2 ** (streak - 1)))
-
-
 @dataclass
 class RestartRecord:
     """Restarts of one VM by this operator."""
 
     #: Restarts so far (status.vm.restartCount; carried over from status on startup).
     count: int = 0
-    #: Consecutive restarts without a run of `RestartBackoff.reset_s` in between.
+    #: Consecutive restarts without a run of `restartBackoff.reset` in between.
     streak: int = 0
     #: Monotonic time of the last restart.
     started_at: float = 0.0
@@ -144,7 +129,6 @@ class OperatorContext:
     on_ready: list[Any] = field(default_factory=list)
     #: The pressure monitor (`monitor.Monitor`) once it runs; its `signal` is its input.
     pressure: Any = None
-    restart_backoff: RestartBackoff = field(default_factory=RestartBackoff)
     restarts: dict[str, RestartRecord] = field(default_factory=dict)
 
     @property
@@ -712,10 +696,10 @@ def schedule_restart(ctx: OperatorContext, uuid: str, why: str) -> float:
     record = ctx.restart_record(uuid)
     if record.task is not None and not record.task.done():
         return 0.0  # already scheduled (several events for one stop)
-    backoff = ctx.restart_backoff
-    if record.started_at and time.monotonic() - record.started_at >= backoff.reset_s:
-        record.streak = 0  # it ran long enough: not a crash loop
-    delay = backoff.delay(record.streak)
+    backoff = ctx.settings.restart_backoff
+    if record.started_at and crash_loop_over(backoff, time.monotonic() - record.started_at):
+        record.streak = 0
+    delay = restart_delay(backoff, record.streak)
     record.task = asyncio.create_task(_restart(ctx, uuid, delay, why), name=f"restart-{uuid}")
     return delay
 

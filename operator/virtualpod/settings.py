@@ -49,6 +49,15 @@ class VMMOverhead:
 
 
 @dataclass(frozen=True)
+class RestartBackoff:
+    """kubelet's crash-loop back-off for VMs that stopped outside the operator."""
+
+    initial_s: float = 10.0
+    max_s: float = 300.0
+    reset_s: float = 600.0
+
+
+@dataclass(frozen=True)
 class EvictionSettings:
     signal: PressureSignal = PressureSignal.HOST
     hard_memory_available_bytes: int = 100 * MIB
@@ -77,6 +86,7 @@ class Settings:
     cgroup_version: str = "auto"
     console_log_dir: str = "/var/log/libvirt/qemu"
     memory_stats_period_s: int = 5
+    restart_backoff: RestartBackoff = RestartBackoff()
     eviction: EvictionSettings = field(default_factory=EvictionSettings)
 
 
@@ -100,6 +110,10 @@ domainType: kvm           # kvm, or qemu for software emulation (TCG)
 cgroupVersion: auto       # auto, 1 or 2: on 2, <shares> is converted to a cpu.weight value
 consoleLogDir: /var/log/libvirt/qemu   # each VM's serial console is logged here
 memoryStatsPeriod: 5      # seconds between guest balloon memory statistics
+restartBackoff:           # a VM that stopped outside the operator is started again:
+  initial: 10s            # at once, then after `initial` doubling up to `max`;
+  max: 5m
+  reset: 10m              # a VM that ran this long since its last restart starts over
 eviction:
   signal: host            # host: host memory.available; pool: allocatable - VM working sets
   hard:
@@ -244,12 +258,25 @@ def settings_from_mapping(data: object) -> Settings:
         cgroup_version=root.string("cgroupVersion", base.cgroup_version, ("auto", "1", "2")),
         console_log_dir=root.string("consoleLogDir", base.console_log_dir),
         memory_stats_period_s=int(root.number("memoryStatsPeriod", base.memory_stats_period_s)),
+        restart_backoff=_restart_backoff(root.child("restartBackoff"), base.restart_backoff),
         eviction=_eviction(root.child("eviction"), base.eviction),
     )
     root.done()
     if not settings.console_log_dir.startswith("/"):
         raise SettingsError("consoleLogDir: must be an absolute path")
     return settings
+
+
+def _restart_backoff(reader: _Reader, base: RestartBackoff) -> RestartBackoff:
+    backoff = RestartBackoff(
+        initial_s=reader.duration("initial", base.initial_s),
+        max_s=reader.duration("max", base.max_s),
+        reset_s=reader.duration("reset", base.reset_s),
+    )
+    reader.done()
+    if backoff.max_s < backoff.initial_s:
+        raise SettingsError("restartBackoff.max: must not be less than restartBackoff.initial")
+    return backoff
 
 
 def _eviction(reader: _Reader, base: EvictionSettings) -> EvictionSettings:

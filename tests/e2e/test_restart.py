@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any
 
 from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
-from virtualpod.handlers import OperatorContext, RestartBackoff
+from virtualpod.handlers import OperatorContext
 from virtualpod.hypervisor import InvalidState
 from virtualpod.plan import plan_virtualpod
 from virtualpod.quantity import format_bytes
+from virtualpod.settings import RestartBackoff
 from virtualpod.spec import SuspendMode
 
 BACKOFF_S = 1.5
 
 
 def short_backoff(ctx: OperatorContext) -> None:
-    ctx.restart_backoff = RestartBackoff(initial_s=BACKOFF_S, max_s=10.0, reset_s=60.0)
+    backoff = RestartBackoff(initial_s=BACKOFF_S, max_s=10.0, reset_s=60.0)
+    ctx.settings = replace(ctx.settings, restart_backoff=backoff)
 
 
 async def wait_restarts(env: Env, name: str, count: int) -> dict[str, Any]:

@@ -47,6 +47,9 @@ def test_keys_are_camel_case_and_parsed():
     assert settings.eviction.sampling_interval_s == 0.25
     assert settings.eviction.suspend_mode is SuspendMode.PAUSE
     assert settings.eviction.pool_allocatable_bytes == 4096 * Mi
+    backoff = settings_from_mapping({"restartBackoff": {"initial": "1s", "reset": "1m"}})
+    assert (backoff.restart_backoff.initial_s, backoff.restart_backoff.max_s) == (1.0, 300.0)
+    assert backoff.restart_backoff.reset_s == 60.0
     assert Settings().eviction.pool_allocatable_bytes is None
 
 
@@ -62,6 +65,8 @@ def test_keys_are_camel_case_and_parsed():
         ({"eviction": {"signal": "swap"}}, "eviction.signal"),
         ({"domainType": "xen"}, "domainType"),
         ({"consoleLogDir": "logs"}, "consoleLogDir"),
+        ({"restartBackoff": {"initial": "1m", "max": "10s"}}, "restartBackoff.max"),
+        ({"restartBackoff": {"jitter": 1}}, "restartBackoff: unknown key(s) jitter"),
         ([1, 2], "must be a mapping"),
     ],
 )
