@@ -165,8 +165,9 @@ async def test_pause_keeps_memory(hv: Hypervisor, vms: VMs) -> None:
     assert (info.state, info.reason) == (DomainState.PAUSED, "user")
     assert result.rss_before_bytes is not None
     assert result.rss_after_bytes is not None
-    # vCPUs stop, RAM stays: RSS unchanged (a page or two of QEMU's own churn allowed).
-    assert abs(result.rss_after_bytes - result.rss_before_bytes) <= 2 * MIB
+    # vCPUs stop, RAM stays: nothing is released (a page or two of QEMU's own churn
+    # allowed). RSS may still grow: a guest started a moment ago is still mapping memory.
+    assert result.rss_after_bytes >= result.rss_before_bytes - 2 * MIB
     assert not (await hv.suspend(plan.uuid, SuspendMode.PAUSE)).changed
     resumed = await hv.resume(plan.uuid)
     assert resumed.changed
