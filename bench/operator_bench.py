@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
-from virtualpod.emulator import serve_emulator
+from virtualpod.emulator import serve_emulator, write_kubeconfig
 
 VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
 
@@ -68,19 +67,7 @@ def peak_rss_bytes(pid: int) -> int | None:
 async def run_once(count: int, timeout: float) -> dict[str, Any]:
     async with serve_emulator() as (url, emu):
         workdir = Path(tempfile.mkdtemp(prefix="vpod-bench-"))
-        kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "emu",
-                    "clusters": [{"name": "emu", "cluster": {"server": url}}],
-                    "users": [{"name": "emu", "user": {"token": "bench"}}],
-                    "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
-                }
-            )
-        )
+        kubeconfig = write_kubeconfig(url, workdir / "kubeconfig")
         settings = workdir / "settings.yaml"
         settings.write_text("hostName: bench\nreserved: {cpu: '0', memory: 0}\n")
         process = await asyncio.create_subprocess_exec(

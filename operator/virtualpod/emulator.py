@@ -28,10 +28,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import kmock
+import yaml
 
 from virtualpod.spec import API_GROUP, API_VERSION, KIND
 
@@ -727,3 +729,22 @@ async def serve_emulator(
             yield url, emu
         finally:
             emu.close_watches()
+
+
+def write_kubeconfig(url: str, path: Path) -> Path:
+    """A kubeconfig pointing at the emulator, for a `virtualpod run` or kubectl process."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "emulator",
+                "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+                "users": [{"name": "emulator", "user": {"token": "emulator"}}],
+                "contexts": [
+                    {"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}
+                ],
+            }
+        )
+    )
+    return path

@@ -9,37 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.e2e.kube import Kube
 from tests.e2e.test_lifecycle import condition
 from tests.waiting import async_wait_for
-from virtualpod.emulator import serve_emulator
+from virtualpod.emulator import serve_emulator, write_kubeconfig
 
 pytestmark = pytest.mark.e2e
-
-
-def kubeconfig(url: str, path: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "emu",
-                "clusters": [{"name": "emu", "cluster": {"server": url}}],
-                "users": [{"name": "emu", "user": {"token": "test"}}],
-                "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu"}}],
-            }
-        )
-    )
-    return path
 
 
 async def test_virtualpod_run_serves_virtualpods(tmp_path: Path) -> None:
     settings = tmp_path / "settings.yaml"
     settings.write_text("hostName: proc-host\nreserved: {memory: 0}\n")
     async with serve_emulator() as (url, emu):
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig(url, tmp_path / "kubeconfig"))}
+        env = {**os.environ, "KUBECONFIG": str(write_kubeconfig(url, tmp_path / "kubeconfig"))}
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
