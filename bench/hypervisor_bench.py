@@ -22,7 +22,7 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
-from virtualpod.hypervisor import Hypervisor, SuspendMode
+from virtualpod.libvirt.hypervisor import Hypervisor, SuspendMode
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from virtualpod.emulator import serve_emulator, write_kubeconfig
+from virtualpod.testing.emulator import serve_emulator, write_kubeconfig
 
 VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
 

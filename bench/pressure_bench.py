@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.pressure.harness import MI, RecordingReporter, ScriptedSignal, plan
 
-from virtualpod.hypervisor import Hypervisor
-from virtualpod.monitor import Inventory, Monitor
-from virtualpod.pressure import PressureState, Sample, VMView, decide
-from virtualpod.qos import QOSClass
-from virtualpod.settings import Settings
+from virtualpod.core.qos import QOSClass
+from virtualpod.core.settings import Settings
+from virtualpod.libvirt.hypervisor import Hypervisor
+from virtualpod.pressure.monitor import Inventory, Monitor
+from virtualpod.pressure.policy import PressureState, Sample, VMView, decide
 
 SETTINGS = Settings()
 CLASSES = ("BestEffort", "Burstable", "Guaranteed")

@@ -12,10 +12,10 @@ from typing import Any, TextIO
 
 import yaml
 
-from virtualpod.plan import VMPlan, plan_virtualpod
-from virtualpod.quantity import format_bytes, format_cpu
-from virtualpod.settings import Settings, SettingsError, load_settings
-from virtualpod.spec import KIND, SpecError
+from virtualpod.core.plan import VMPlan, plan_virtualpod
+from virtualpod.core.quantity import format_bytes, format_cpu
+from virtualpod.core.settings import Settings, SettingsError, load_settings
+from virtualpod.core.spec import KIND, SpecError
 
 
 @dataclass(frozen=True)
@@ -209,13 +209,13 @@ def _add_optional_commands(commands: Any) -> None:
         "--liveness", default=None, help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
     run.add_argument("--verbose", action="store_true")
-    run.set_defaults(handler=_lazy("virtualpod.runner", "cmd_run"))
+    run.set_defaults(handler=_lazy("virtualpod.kube.runner", "cmd_run"))
 
     demo = commands.add_parser("demo", help="show sizing, QoS tuning and suspension under pressure")
     demo.add_argument("--config", help="operator settings YAML")
     demo.add_argument("--libvirt-uri", help="libvirt URI (default: real QEMU when available)")
     demo.add_argument("--kubeconfig", help="use this cluster instead of the built-in emulator")
-    demo.set_defaults(handler=_lazy("virtualpod.demo", "cmd_demo"))
+    demo.set_defaults(handler=_lazy("virtualpod.demo.scenario", "cmd_demo"))
 
 
 def _lazy(module: str, function: str) -> Any:

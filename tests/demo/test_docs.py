@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from virtualpod.cli import plan_files, plan_table
-from virtualpod.settings import DEFAULTS_YAML, Settings, settings_from_mapping
-from virtualpod.tuning import cpu_weight_from_shares
+from virtualpod.core.settings import DEFAULTS_YAML, Settings, settings_from_mapping
+from virtualpod.core.tuning import cpu_weight_from_shares
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from virtualpod.plan import plan_virtualpod
-from virtualpod.qos import QOSClass
-from virtualpod.settings import PressureSignal, load_settings, settings_from_mapping
+from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.qos import QOSClass
+from virtualpod.core.settings import PressureSignal, load_settings, settings_from_mapping
 
 REPO = Path(__file__).resolve().parents[2]
 VAGRANTFILE = REPO / "Vagrantfile"

@@ -25,15 +25,15 @@ from typing import Any
 import kopf
 import pytest
 
-import virtualpod.handlers  # noqa: F401  (registers the handlers)
+import virtualpod.kube.handlers  # noqa: F401  (registers the handlers)
 from tests.e2e.kube import Kube
 from tests.waiting import async_wait_for
-from virtualpod.domain import domain_name
-from virtualpod.emulator import KubernetesApiEmulator, serve_emulator
-from virtualpod.handlers import OperatorContext, context
-from virtualpod.hypervisor import Hypervisor
-from virtualpod.runner import build_memo
-from virtualpod.settings import Settings
+from virtualpod.core.domain import domain_name
+from virtualpod.core.settings import Settings
+from virtualpod.kube.handlers import OperatorContext, context
+from virtualpod.kube.runner import build_memo
+from virtualpod.libvirt.hypervisor import Hypervisor
+from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator
 
 QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI")
 KUBECONFIG = os.environ.get("VIRTUALPOD_E2E_KUBECONFIG")

@@ -6,8 +6,8 @@ from typing import Any
 
 from tests.e2e.conftest import Env, unique, vpod
 from tests.waiting import async_wait_for
-from virtualpod.domain import parse_domain
-from virtualpod.plan import plan_virtualpod
+from virtualpod.core.domain import parse_domain
+from virtualpod.core.plan import plan_virtualpod
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -131,7 +131,7 @@ async def test_vcpu_or_max_memory_change_requires_restart(env: Env) -> None:
 
 
 async def test_delete_leaves_nothing_behind(env: Env) -> None:
-    from virtualpod.spec import SuspendMode
+    from virtualpod.core.spec import SuspendMode
 
     await env.start_operator()
     name = unique("gone")

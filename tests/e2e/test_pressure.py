@@ -10,7 +10,7 @@ from tests.e2e.conftest import Env, unique
 from tests.e2e.kube import printer_columns
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
-from virtualpod.settings import PressureSignal
+from virtualpod.core.settings import PressureSignal
 
 MIB = 1024 * 1024
 ROOMY = 64 * 1024 * MIB

@@ -11,12 +11,12 @@ from typing import Any
 from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
-from virtualpod.handlers import OperatorContext
-from virtualpod.hypervisor import InvalidState
-from virtualpod.plan import plan_virtualpod
-from virtualpod.quantity import format_bytes
-from virtualpod.settings import RestartBackoff
-from virtualpod.spec import SuspendMode
+from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.quantity import format_bytes
+from virtualpod.core.settings import RestartBackoff
+from virtualpod.core.spec import SuspendMode
+from virtualpod.kube.handlers import OperatorContext
+from virtualpod.libvirt.hypervisor import InvalidState
 
 BACKOFF_S = 1.5
 

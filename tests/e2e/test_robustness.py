@@ -7,8 +7,8 @@ import pytest
 from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
-from virtualpod.hypervisor import DomainState, EventKind
-from virtualpod.spec import SuspendMode
+from virtualpod.core.spec import SuspendMode
+from virtualpod.libvirt.hypervisor import DomainState, EventKind
 
 MIB = 1024 * 1024
 

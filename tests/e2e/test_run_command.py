@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.kube import Kube
 from tests.e2e.test_lifecycle import condition
 from tests.waiting import async_wait_for
-from virtualpod.emulator import serve_emulator, write_kubeconfig
+from virtualpod.testing.emulator import serve_emulator, write_kubeconfig
 
 pytestmark = pytest.mark.e2e
 

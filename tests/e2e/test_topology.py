@@ -7,7 +7,7 @@ from typing import Any
 from tests.e2e.conftest import HOST, Env, unique, vpod
 from tests.e2e.test_lifecycle import wait_phase
 from tests.waiting import async_wait_for
-from virtualpod.domain import domain_uuid
+from virtualpod.core.domain import domain_uuid
 
 
 async def test_only_virtualpods_assigned_to_this_host_are_served(env: Env) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from virtualpod.hypervisor import Hypervisor
-from virtualpod.plan import VMPlan, plan_virtualpod
-from virtualpod.settings import Settings
+from virtualpod.core.plan import VMPlan, plan_virtualpod
+from virtualpod.core.settings import Settings
+from virtualpod.libvirt.hypervisor import Hypervisor
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_URI = "test:///default"

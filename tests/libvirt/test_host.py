@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from virtualpod.hypervisor import Hypervisor, detect_cgroup_version
-from virtualpod.tuning import cpu_weight_from_shares
+from virtualpod.core.tuning import cpu_weight_from_shares
+from virtualpod.libvirt.hypervisor import Hypervisor, detect_cgroup_version
 
 
 def test_cgroup_v2_when_cpu_is_on_the_unified_hierarchy(tmp_path: Path) -> None:

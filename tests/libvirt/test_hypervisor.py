@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.libvirt.conftest import TEST_URI, VMs
-from virtualpod.hypervisor import (
+from virtualpod.libvirt.hypervisor import (
     CpuTune,
     DomainEvent,
     DomainNotFound,

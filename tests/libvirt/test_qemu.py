@@ -14,7 +14,8 @@ import pytest
 
 from tests.libvirt.conftest import QEMU_URI, REPO, VMs, qemu_only
 from tests.waiting import async_wait_for, wait_for
-from virtualpod.hypervisor import (
+from virtualpod.core.plan import VMPlan
+from virtualpod.libvirt.hypervisor import (
     CpuTune,
     DiskImageMissing,
     DomainState,
@@ -24,7 +25,6 @@ from virtualpod.hypervisor import (
     SuspendMode,
     Unreachable,
 )
-from virtualpod.plan import VMPlan
 
 pytestmark = qemu_only
 MIB = 1024 * 1024

@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from tests.libvirt.conftest import QEMU_URI, TEST_URI, VMs, qemu_only
-from virtualpod.domain import METADATA_NS
-from virtualpod.hypervisor import (
+from virtualpod.core.domain import METADATA_NS
+from virtualpod.libvirt.hypervisor import (
     DomainNotFound,
     DomainState,
     Hypervisor,

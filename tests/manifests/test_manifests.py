@@ -3,7 +3,7 @@
 Every built-in object is validated against the Kubernetes 1.31 OpenAPI schemas
 (kubernetes-validate, strict). VirtualPods go through what the API server does with
 the CRD: pruning, OpenAPI validation and the CEL rules on a real CEL interpreter.
-The CRD and `virtualpod.spec` must agree: the examples pass both, and every bad
+The CRD and `virtualpod.core.spec` must agree: the examples pass both, and every bad
 object is rejected by both.
 """
 
@@ -21,8 +21,8 @@ import yaml
 
 from tests.manifests.k8s_schema import CelValidator, admit, iter_rules, openapi_errors, prune
 from virtualpod import cli
-from virtualpod.settings import DEFAULTS_YAML, Settings, settings_from_mapping
-from virtualpod.spec import SpecError, parse_virtualpod
+from virtualpod.core.settings import DEFAULTS_YAML, Settings, settings_from_mapping
+from virtualpod.core.spec import SpecError, parse_virtualpod
 
 KUBERNETES_VERSION = "1.31"
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,7 +181,7 @@ def test_every_cel_rule_compiles(cel: CelValidator | None) -> None:
     assert len(require(cel).compile_all()) >= 8
 
 
-# --- the CRD and virtualpod.spec agree ------------------------------------------------
+# --- the CRD and virtualpod.core.spec agree ------------------------------------------------
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.name)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from virtualpod.pressure import VMState, VMView
-from virtualpod.qos import QOSClass
-from virtualpod.spec import SuspendMode
+from virtualpod.core.qos import QOSClass
+from virtualpod.core.spec import SuspendMode
+from virtualpod.pressure.policy import VMState, VMView
 
 MI = 1024**2
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.waiting import async_wait_for
-from virtualpod.monitor import PressureStatus, SignalReading
-from virtualpod.plan import VMPlan, plan_virtualpod
-from virtualpod.pressure import VMView
-from virtualpod.settings import Settings
+from virtualpod.core.plan import VMPlan, plan_virtualpod
+from virtualpod.core.settings import Settings
+from virtualpod.pressure.monitor import PressureStatus, SignalReading
+from virtualpod.pressure.policy import VMView
 
 MI = 1024**2
 

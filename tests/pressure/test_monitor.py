@@ -24,8 +24,11 @@ from tests.pressure.harness import (
     unique_namespace,
 )
 from tests.waiting import async_wait_for
-from virtualpod.hypervisor import DomainState, Hypervisor, Unsupported
-from virtualpod.monitor import (
+from virtualpod.core.plan import VMPlan, plan_virtualpod
+from virtualpod.core.settings import EvictionSettings, PressureSignal, Settings
+from virtualpod.core.spec import SuspendMode
+from virtualpod.libvirt.hypervisor import DomainState, Hypervisor, Unsupported
+from virtualpod.pressure.monitor import (
     INTENT_KEY,
     MEMORY_PRESSURE,
     SAVED_OUTSIDE,
@@ -37,9 +40,6 @@ from virtualpod.monitor import (
     SignalReading,
     signal_from_settings,
 )
-from virtualpod.plan import VMPlan, plan_virtualpod
-from virtualpod.settings import EvictionSettings, PressureSignal, Settings
-from virtualpod.spec import SuspendMode
 
 URI = "test:///default"
 QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI", "")

@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.pressure.fleet import BE, BU, GU, MI, fleets, vm
-from virtualpod.pressure import (
+from virtualpod.core.settings import EvictionSettings
+from virtualpod.core.spec import SuspendMode
+from virtualpod.pressure.policy import (
     PressureState,
     Sample,
     VMState,
@@ -24,8 +26,6 @@ from virtualpod.pressure import (
     step_pressure,
     suspend_order,
 )
-from virtualpod.settings import EvictionSettings
-from virtualpod.spec import SuspendMode
 
 DEFAULTS = EvictionSettings()
 

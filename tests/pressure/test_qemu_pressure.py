@@ -21,11 +21,11 @@ import pytest
 
 from tests.pressure.harness import MI, RecordingReporter, manifest
 from tests.waiting import async_wait_for, wait_for
-from virtualpod.hypervisor import DomainState, Hypervisor
-from virtualpod.monitor import DomainIntentStore, Inventory, Monitor, PoolSignal
-from virtualpod.plan import VMPlan, plan_virtualpod
-from virtualpod.pressure import VMView
-from virtualpod.settings import Amount, EvictionSettings, PressureSignal, Settings
+from virtualpod.core.plan import VMPlan, plan_virtualpod
+from virtualpod.core.settings import Amount, EvictionSettings, PressureSignal, Settings
+from virtualpod.libvirt.hypervisor import DomainState, Hypervisor
+from virtualpod.pressure.monitor import DomainIntentStore, Inventory, Monitor, PoolSignal
+from virtualpod.pressure.policy import VMView
 
 QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI", "")
 REPO = Path(__file__).resolve().parents[2]

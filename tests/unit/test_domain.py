@@ -6,10 +6,10 @@ import libvirt
 import pytest
 
 from tests.unit.manifests import container, virtualpod
-from virtualpod.domain import domain_name, domain_uuid, parse_domain
-from virtualpod.plan import plan_virtualpod
-from virtualpod.settings import Settings
-from virtualpod.spec import SuspendMode
+from virtualpod.core.domain import domain_name, domain_uuid, parse_domain
+from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.settings import Settings
+from virtualpod.core.spec import SuspendMode
 
 Mi = 2**20
 

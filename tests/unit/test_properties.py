@@ -5,13 +5,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.manifests import virtualpod
-from virtualpod.domain import parse_domain
-from virtualpod.plan import plan_virtualpod
-from virtualpod.qos import QOSClass, qos_class
-from virtualpod.settings import Settings
-from virtualpod.sizing import vm_size
-from virtualpod.spec import parse_virtualpod
-from virtualpod.tuning import MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, cpu_quota, cpu_shares
+from virtualpod.core.domain import parse_domain
+from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.qos import QOSClass, qos_class
+from virtualpod.core.settings import Settings
+from virtualpod.core.sizing import vm_size
+from virtualpod.core.spec import parse_virtualpod
+from virtualpod.core.tuning import MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, cpu_quota, cpu_shares
 
 dns_labels = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?\Z")
 cpu_millis = st.integers(min_value=0, max_value=64_000)

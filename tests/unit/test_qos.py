@@ -4,8 +4,8 @@ Service for Pods' task page (qos-demo, qos-demo-2, qos-demo-3, qos-demo-4)."""
 import pytest
 
 from tests.unit.manifests import container, virtualpod
-from virtualpod.qos import QOSClass, qos_class
-from virtualpod.spec import parse_virtualpod
+from virtualpod.core.qos import QOSClass, qos_class
+from virtualpod.core.spec import parse_virtualpod
 
 GUARANTEED = QOSClass.GUARANTEED
 BURSTABLE = QOSClass.BURSTABLE

@@ -1,6 +1,6 @@
 import pytest
 
-from virtualpod.quantity import (
+from virtualpod.core.quantity import (
     QuantityError,
     format_bytes,
     format_cpu,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from virtualpod.restarts import crash_loop_over, restart_delay
-from virtualpod.settings import RestartBackoff
+from virtualpod.core.restarts import crash_loop_over, restart_delay
+from virtualpod.core.settings import RestartBackoff
 
 DEFAULTS = RestartBackoff()
 

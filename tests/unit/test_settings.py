@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from virtualpod.settings import (
+from virtualpod.core.settings import (
     DEFAULTS_YAML,
     PressureSignal,
     Settings,
@@ -10,7 +10,7 @@ from virtualpod.settings import (
     parse_duration,
     settings_from_mapping,
 )
-from virtualpod.spec import SuspendMode
+from virtualpod.core.spec import SuspendMode
 
 Mi = 2**20
 

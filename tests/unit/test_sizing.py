@@ -4,9 +4,9 @@ guest padding; vCPUs rounded up. Defaults: container 1 cpu / 512Mi, padding 0 / 
 import pytest
 
 from tests.unit.manifests import container, virtualpod
-from virtualpod.settings import Amount, Settings
-from virtualpod.sizing import VMSize, vm_size
-from virtualpod.spec import parse_virtualpod
+from virtualpod.core.settings import Amount, Settings
+from virtualpod.core.sizing import VMSize, vm_size
+from virtualpod.core.spec import parse_virtualpod
 
 Mi = 2**20
 DEFAULTS = Settings()

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.unit.manifests import container, virtualpod
-from virtualpod.spec import (
+from virtualpod.core.spec import (
     DiskBoot,
     KernelBoot,
     Resources,

@@ -4,11 +4,11 @@ and their mapping onto <cputune>/<memtune>."""
 import pytest
 
 from tests.unit.manifests import container, virtualpod
-from virtualpod.qos import QOSClass, qos_class
-from virtualpod.settings import Settings
-from virtualpod.sizing import vm_size
-from virtualpod.spec import parse_virtualpod
-from virtualpod.tuning import (
+from virtualpod.core.qos import QOSClass, qos_class
+from virtualpod.core.settings import Settings
+from virtualpod.core.sizing import vm_size
+from virtualpod.core.spec import parse_virtualpod
+from virtualpod.core.tuning import (
     CpuTune,
     MemTune,
     cpu_quota,

@@ -37,8 +37,13 @@ import kopf
 from kopf._cogs.clients.events import post_event
 from kopf._cogs.clients.patching import patch_obj
 
-from virtualpod.domain import domain_uuid
-from virtualpod.hypervisor import (
+from virtualpod.core.domain import domain_uuid
+from virtualpod.core.plan import VMPlan, plan_virtualpod
+from virtualpod.core.quantity import format_bytes
+from virtualpod.core.restarts import crash_loop_over, restart_delay
+from virtualpod.core.settings import Amount, Settings
+from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError, SuspendMode
+from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainNotFound,
     DomainState,
@@ -47,11 +52,6 @@ from virtualpod.hypervisor import (
     HypervisorError,
     Unsupported,
 )
-from virtualpod.plan import VMPlan, plan_virtualpod
-from virtualpod.quantity import format_bytes
-from virtualpod.restarts import crash_loop_over, restart_delay
-from virtualpod.settings import Amount, Settings
-from virtualpod.spec import API_GROUP, API_VERSION, KIND, SpecError, SuspendMode
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ monitor, against:
   in-process test driver (`test:///default`) -- and says which;
 * **Kubernetes**: the cluster of `--kubeconfig` (or of the current kubeconfig) when it
   is reachable and has the VirtualPod CRD, else the in-process emulated API
-  (`virtualpod.emulator`) on 127.0.0.1 -- and says which.
+  (`virtualpod.testing.emulator`) on 127.0.0.1 -- and says which.
 
 It applies one VirtualPod per QoS class (`manifests/demo/`), prints what libvirt holds
 for each VM (read back from the domain, not from the plan), then puts the VM pool under
@@ -43,11 +43,15 @@ import aiohttp
 import kopf
 import yaml
 
-import virtualpod.handlers  # noqa: F401  (registers the Kopf handlers)
-from virtualpod.domain import DomainSummary, parse_domain
-from virtualpod.emulator import KubernetesApiEmulator, serve_emulator
-from virtualpod.handlers import OperatorContext, StatusReporter, Suspension, context, make_memo
-from virtualpod.hypervisor import (
+import virtualpod.kube.handlers  # noqa: F401  (registers the Kopf handlers)
+from virtualpod.core.domain import DomainSummary, parse_domain
+from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.qos import QOSClass
+from virtualpod.core.quantity import MIB, format_bytes
+from virtualpod.core.settings import Settings, SettingsError, load_settings
+from virtualpod.core.spec import API_GROUP, API_VERSION, SuspendMode
+from virtualpod.kube.handlers import OperatorContext, StatusReporter, Suspension, context, make_memo
+from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainState,
     HostMemory,
@@ -58,7 +62,7 @@ from virtualpod.hypervisor import (
     TuneResult,
     VMMemory,
 )
-from virtualpod.monitor import (
+from virtualpod.pressure.monitor import (
     HypervisorPort,
     Inventory,
     Monitor,
@@ -67,12 +71,8 @@ from virtualpod.monitor import (
     SignalReading,
     mib,
 )
-from virtualpod.plan import plan_virtualpod
-from virtualpod.pressure import VMView
-from virtualpod.qos import QOSClass
-from virtualpod.quantity import MIB, format_bytes
-from virtualpod.settings import Settings, SettingsError, load_settings
-from virtualpod.spec import API_GROUP, API_VERSION, SuspendMode
+from virtualpod.pressure.policy import VMView
+from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator
 
 QEMU_URI = "qemu:///system"
 TEST_URI = "test:///default"
@@ -1216,7 +1216,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=err, format="%(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("kopf", "virtualpod.handlers", "aiohttp"):
+    for noisy in ("kopf", "virtualpod.kube.handlers", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     outcome = Outcome()
 

@@ -56,8 +56,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from virtualpod.domain import DomainMetadata, parse_domain
-from virtualpod.hypervisor import (
+from virtualpod.core.domain import DomainMetadata, parse_domain
+from virtualpod.core.qos import QOSClass
+from virtualpod.core.quantity import MIB
+from virtualpod.core.settings import PressureSignal, Settings
+from virtualpod.core.spec import SuspendMode
+from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainNotFound,
     DomainState,
@@ -68,7 +72,7 @@ from virtualpod.hypervisor import (
     TuneResult,
     VMMemory,
 )
-from virtualpod.pressure import (
+from virtualpod.pressure.policy import (
     Decision,
     PressureState,
     Sample,
@@ -78,10 +82,6 @@ from virtualpod.pressure import (
     effective_threshold,
     resume_threshold,
 )
-from virtualpod.qos import QOSClass
-from virtualpod.quantity import MIB
-from virtualpod.settings import PressureSignal, Settings
-from virtualpod.spec import SuspendMode
 
 log = logging.getLogger(__name__)
 

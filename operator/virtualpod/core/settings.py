@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from virtualpod.quantity import MIB, QuantityError, parse_bytes, parse_cpu_millis
-from virtualpod.spec import SuspendMode
+from virtualpod.core.quantity import MIB, QuantityError, parse_bytes, parse_cpu_millis
+from virtualpod.core.spec import SuspendMode
 
 
 class SettingsError(ValueError):

@@ -9,12 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from virtualpod.domain import DomainMetadata, DomainSpec, domain_name, domain_uuid, render_domain
-from virtualpod.qos import QOSClass, qos_class
-from virtualpod.settings import Amount, Settings
-from virtualpod.sizing import VMSize, pod_requests, vm_size
-from virtualpod.spec import SuspendMode, VirtualPod, parse_virtualpod
-from virtualpod.tuning import (
+from virtualpod.core.domain import (
+    DomainMetadata,
+    DomainSpec,
+    domain_name,
+    domain_uuid,
+    render_domain,
+)
+from virtualpod.core.qos import QOSClass, qos_class
+from virtualpod.core.settings import Amount, Settings
+from virtualpod.core.sizing import VMSize, pod_requests, vm_size
+from virtualpod.core.spec import SuspendMode, VirtualPod, parse_virtualpod
+from virtualpod.core.tuning import (
     CpuTune,
     MemTune,
     cpu_weight_from_shares,

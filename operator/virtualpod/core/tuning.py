@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from virtualpod.qos import QOSClass
-from virtualpod.settings import VMMOverhead
-from virtualpod.sizing import VMSize, all_containers_limit, pod_limits, pod_requests
-from virtualpod.spec import VirtualPod
+from virtualpod.core.qos import QOSClass
+from virtualpod.core.settings import VMMOverhead
+from virtualpod.core.sizing import VMSize, all_containers_limit, pod_limits, pod_requests
+from virtualpod.core.spec import VirtualPod
 
 MIN_SHARES = 2
 MAX_SHARES = 262144

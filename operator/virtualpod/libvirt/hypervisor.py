@@ -44,10 +44,10 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from virtualpod.domain import METADATA_NS
-from virtualpod.quantity import MIB
-from virtualpod.spec import SuspendMode
-from virtualpod.tuning import CpuTune, MemTune, cpu_weight_from_shares
+from virtualpod.core.domain import METADATA_NS
+from virtualpod.core.quantity import MIB
+from virtualpod.core.spec import SuspendMode
+from virtualpod.core.tuning import CpuTune, MemTune, cpu_weight_from_shares
 
 __all__ = [
     "CpuTune",

@@ -13,9 +13,9 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from virtualpod.quantity import MIB
-from virtualpod.settings import Amount, Settings
-from virtualpod.spec import Container, VirtualPod
+from virtualpod.core.quantity import MIB
+from virtualpod.core.settings import Amount, Settings
+from virtualpod.core.spec import Container, VirtualPod
 
 MIN_GUEST_MEMORY_BYTES = 16 * MIB
 

@@ -7,7 +7,7 @@ to `max`; a VM that ran for `reset` since its last restart starts over.
 
 from __future__ import annotations
 
-from virtualpod.settings import RestartBackoff
+from virtualpod.core.settings import RestartBackoff
 
 
 def restart_delay(backoff: RestartBackoff, streak: int) -> float:

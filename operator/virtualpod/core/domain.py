@@ -12,9 +12,9 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from virtualpod.quantity import kib_ceil
-from virtualpod.spec import DiskBoot, KernelBoot, SuspendMode
-from virtualpod.tuning import CpuTune, MemTune
+from virtualpod.core.quantity import kib_ceil
+from virtualpod.core.spec import DiskBoot, KernelBoot, SuspendMode
+from virtualpod.core.tuning import CpuTune, MemTune
 
 METADATA_NS = "https://virtualpod.dev/xmlns/domain/v1alpha1"
 METADATA_PREFIX = "vpod"

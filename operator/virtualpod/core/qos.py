@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from virtualpod.spec import Resources, VirtualPod
+from virtualpod.core.spec import Resources, VirtualPod
 
 
 class QOSClass(StrEnum):

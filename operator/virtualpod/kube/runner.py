@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import kopf
 
-from virtualpod.settings import Settings, SettingsError, load_settings
+from virtualpod.core.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,10 @@ def pressure_hook(ctx: Any) -> Any:
 
 
 async def run_pressure_monitor(ctx: Any) -> None:
-    """Sample host memory and suspend/resume VMs in QoS order (`virtualpod.monitor`)."""
-    from virtualpod.handlers import PressureReporter
-    from virtualpod.hypervisor import HypervisorError
-    from virtualpod.monitor import Inventory, Monitor, signal_from_settings
+    """Sample host memory and suspend/resume VMs in QoS order (`virtualpod.pressure.monitor`)."""
+    from virtualpod.kube.handlers import PressureReporter
+    from virtualpod.libvirt.hypervisor import HypervisorError
+    from virtualpod.pressure.monitor import Inventory, Monitor, signal_from_settings
 
     inventory = Inventory(ctx.hv)
     # The pool's allocatable: `eviction.poolAllocatable` when set, else what admission
@@ -65,7 +65,7 @@ async def run_pressure_monitor(ctx: Any) -> None:
 
 def build_memo(settings: Settings, *, api_url: str | None = None, pressure: bool = True) -> Any:
     """The kopf memo for one operator: our context, with the pressure monitor wired in."""
-    from virtualpod.handlers import make_memo
+    from virtualpod.kube.handlers import make_memo
 
     memo = make_memo(settings, api_url=api_url)
     if pressure:
@@ -85,7 +85,7 @@ async def run_operator(
     pressure: bool = True,
 ) -> None:
     """Run the operator in the current event loop until stopped (the demo uses this)."""
-    import virtualpod.handlers  # noqa: F401  (registers the handlers)
+    import virtualpod.kube.handlers  # noqa: F401  (registers the handlers)
 
     await kopf.operator(
         clusterwide=not namespaces,

@@ -36,9 +36,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from virtualpod.qos import QOSClass
-from virtualpod.settings import EvictionSettings
-from virtualpod.spec import SuspendMode
+from virtualpod.core.qos import QOSClass
+from virtualpod.core.settings import EvictionSettings
+from virtualpod.core.spec import SuspendMode
 
 __all__ = [
     "Balloon",

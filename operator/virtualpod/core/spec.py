@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from virtualpod.quantity import (
+from virtualpod.core.quantity import (
     QuantityError,
     format_bytes,
     format_cpu,

@@ -35,7 +35,7 @@ import aiohttp.web
 import kmock
 import yaml
 
-from virtualpod.spec import API_GROUP, API_VERSION, KIND
+from virtualpod.core.spec import API_GROUP, API_VERSION, KIND
 
 JSON = dict[str, Any]
 

@@ -1,0 +1,1 @@
+"""The scenario `virtualpod demo` plays."""

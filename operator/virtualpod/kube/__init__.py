@@ -1,0 +1,1 @@
+"""The Kubernetes shell: the only code that registers Kopf handlers."""

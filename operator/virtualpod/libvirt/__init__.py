@@ -1,0 +1,1 @@
+"""The libvirt shell: the only code that imports `libvirt`."""

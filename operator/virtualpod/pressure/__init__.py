@@ -1,0 +1,1 @@
+"""Memory pressure: the policy (pure) and the monitor that samples, decides and acts."""

@@ -1,0 +1,1 @@
+"""Test support: the emulated Kubernetes API and helpers for tests, benchmarks and the demo."""
