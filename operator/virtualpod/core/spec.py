@@ -33,6 +33,9 @@ _PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 SUPPORTED_RESOURCES = ("cpu", "memory")
+#: PodSpec fields copied onto the companion Pod as they are (the API server validates them
+#: there); here only their outer shape is checked.
+PLACEMENT_FIELDS = ("nodeSelector", "affinity", "tolerations")
 
 
 class SuspendMode(StrEnum):
@@ -204,6 +207,7 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
             "suspendMode",
             "nodeName",
             "boot",
+            *PLACEMENT_FIELDS,
         ),
     )
     containers = _parse_containers(spec.get("containers"), "spec.containers", errors)
@@ -226,6 +230,7 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
         spec.get("priorityClassName"), "spec.priorityClassName"
     )
     node_name = errors.dns_subdomain(spec.get("nodeName"), "spec.nodeName")
+    _check_placement(spec, errors)
 
     if errors.items:
         raise SpecError(errors.items)
@@ -245,6 +250,19 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
         generation=generation if isinstance(generation, int) else None,
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
     )
+
+
+def _check_placement(spec: Mapping[str, object], errors: _Errors) -> None:
+    selector = errors.mapping(spec.get("nodeSelector"), "spec.nodeSelector")
+    for key, value in selector.items():
+        if not isinstance(value, str):
+            errors.add(f"spec.nodeSelector.{key}", "must be a string")
+    errors.mapping(spec.get("affinity"), "spec.affinity")
+    tolerations = spec.get("tolerations")
+    if tolerations is not None and (
+        not isinstance(tolerations, list) or not all(isinstance(t, Mapping) for t in tolerations)
+    ):
+        errors.add("spec.tolerations", "must be a list of tolerations")
 
 
 def _parse_containers(value: object, path: str, errors: _Errors) -> list[Container]:
