@@ -8,12 +8,11 @@ from typing import Any
 import pytest
 
 from virtualpod.core.companion import (
-    HostUsage,
     PodState,
     admitted_resources,
     companion_pod,
-    host_usage,
     is_quota_refusal,
+    measured_headroom,
     mirrors,
     owned_by,
     placement,
@@ -256,7 +255,7 @@ def lease(name: str, renewed: datetime.datetime, **annotations: str) -> dict[str
     return {
         "metadata": {"name": name, "namespace": "virtualpod-system", "annotations": annotations},
         "spec": {
-            "holderIdentity": name,
+            "holderIdentity": name.removeprefix("virtualpod-node-"),
             "leaseDurationSeconds": 15,
             "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         },
@@ -273,7 +272,7 @@ AV = "virtualpod.dev/memory-available"
     [
         (
             lease("virtualpod-node-a", NOW, **{A: str(4096 * MI), W: str(1024 * MI)}),
-            HostUsage("a", 3072 * MI),
+            {"a": 3072 * MI},
         ),
         (
             lease(
@@ -281,33 +280,31 @@ AV = "virtualpod.dev/memory-available"
                 NOW,
                 **{A: str(4096 * MI), W: str(1024 * MI), AV: str(512 * MI)},
             ),
-            HostUsage("a", 512 * MI),
+            {"a": 512 * MI},
         ),
-        (lease("virtualpod-node-a", NOW, **{A: "1", W: "5"}), HostUsage("a", 0)),
-        (lease("virtualpod-node-a", NOW - datetime.timedelta(seconds=16), **{AV: "1"}), None),
-        (lease("kube-scheduler", NOW, **{AV: "1"}), None),
-        (lease("virtualpod-node-a", NOW, **{A: "lots"}), None),
+        (lease("virtualpod-node-a", NOW, **{A: "1", W: "5"}), {"a": 0}),
+        (lease("virtualpod-node-a", NOW - datetime.timedelta(seconds=16), **{A: "9", W: "1"}), {}),
+        (lease("kube-scheduler", NOW, **{A: "9", W: "1"}), {}),
+        (lease("virtualpod-node-a", NOW, **{A: "lots", W: "1"}), {}),
     ],
     ids=[
         "allocatable - working set",
-        "pressure signal wins",
+        "pressure signal is lower",
         "never negative",
         "stale",
         "not ours",
         "garbage",
     ],
 )
-def test_host_usage_from_a_lease(obj: dict[str, Any], expected: HostUsage | None):
-    assert host_usage(obj, NOW) == expected
+def test_measured_headroom_from_leases(obj: dict[str, Any], expected: dict[str, int]):
+    assert measured_headroom([obj], NOW) == expected
 
 
 def test_preference_weights_follow_measured_headroom():
-    terms = preferred_terms(
-        [HostUsage("a", 1024 * MI), HostUsage("b", 4096 * MI), HostUsage("c", 0)]
-    )
+    terms = preferred_terms({"a": 1024 * MI, "b": 4096 * MI, "c": 0})
     assert [(t["weight"], t["preference"]["matchFields"][0]["values"]) for t in terms] == [
         (100, ["b"]),
         (25, ["a"]),
     ]
-    assert preferred_terms([]) == []
-    assert preferred_terms([HostUsage("a", 1), HostUsage("b", 10**12)])[1]["weight"] == 1
+    assert preferred_terms({}) == []
+    assert preferred_terms({"a": 1, "b": 10**12})[1]["weight"] == 1

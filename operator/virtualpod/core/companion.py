@@ -19,14 +19,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from virtualpod.core.quantity import QuantityError, parse_bytes
+from virtualpod.core.lease import LEASE_PREFIX, lease_fresh, usage_from_lease
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND
 
 #: On the companion Pod: the VirtualPod's name and uid.
 VIRTUALPOD_LABEL = f"{API_GROUP}/virtualpod"
 UID_LABEL = f"{API_GROUP}/uid"
-#: On the VirtualPod once its Pod is bound: the node (its agent watches by this label).
-NODE_LABEL = f"{API_GROUP}/node"
 #: On the Nodes that run libvirtd (and an agent).
 LIBVIRT_HOST_LABEL = f"{API_GROUP}/libvirt-host"
 #: On the companion Pod: the containers' resources it was created from (JSON), so a
@@ -36,11 +34,6 @@ RUNTIME_CLASS = "virtualpod"
 #: The pause binary prints its version and exits 0 with this argument: an init
 #: container must terminate for the Pod's app containers to start.
 PAUSE_EXIT_ARGS = ("-v",)
-#: Host Leases published by the agents: `virtualpod-node-<host>`.
-LEASE_PREFIX = "virtualpod-node-"
-ALLOCATABLE_ANNOTATION = f"{API_GROUP}/allocatable-memory"
-WORKING_SET_ANNOTATION = f"{API_GROUP}/vm-working-set"
-AVAILABLE_ANNOTATION = f"{API_GROUP}/memory-available"
 #: nodeAffinity weights range over 1..100 (the API server refuses others).
 MAX_WEIGHT = 100
 NODE_NAME_FIELD = "metadata.name"
@@ -227,76 +220,45 @@ def is_quota_refusal(code: int, message: str) -> bool:
 # ------------------------------------------------------- usage-aware preference
 
 
-@dataclass(frozen=True)
-class HostUsage:
-    """What an agent measured on its host, from its Lease."""
-
-    host: str
-    headroom_bytes: int
-
-
-def _micro_time(value: object) -> datetime.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _bytes(annotations: Mapping[str, Any], key: str) -> int | None:
-    value = annotations.get(key)
-    if value is None:
-        return None
-    try:
-        return parse_bytes(value, key)
-    except QuantityError:
-        return None
-
-
-def host_usage(lease: Mapping[str, Any], now: datetime.datetime) -> HostUsage | None:
-    """The host's measured headroom, or None for another Lease, a stale or unreadable one.
-
-    Headroom is `memory-available` when the agent's pressure monitor reports it, else
-    allocatable minus the VMs' working sets.
-    """
+def lease_host(lease: Mapping[str, Any]) -> str | None:
+    """The host a `virtualpod-node-<host>` Lease speaks for (its holder), else None."""
     meta, spec = lease.get("metadata") or {}, lease.get("spec") or {}
     name = str(meta.get("name") or "")
     if not name.startswith(LEASE_PREFIX) or len(name) == len(LEASE_PREFIX):
         return None
-    renewed = _micro_time(spec.get("renewTime"))
-    duration = spec.get("leaseDurationSeconds")
-    if renewed is None or not isinstance(duration, int):
-        return None
-    if renewed + datetime.timedelta(seconds=duration) < now:
-        return None
-    annotations = meta.get("annotations") or {}
-    available = _bytes(annotations, AVAILABLE_ANNOTATION)
-    if available is None:
-        allocatable = _bytes(annotations, ALLOCATABLE_ANNOTATION)
-        working_set = _bytes(annotations, WORKING_SET_ANNOTATION)
-        if allocatable is None or working_set is None:
-            return None
-        available = allocatable - working_set
-    return HostUsage(name[len(LEASE_PREFIX) :], max(0, available))
+    holder = spec.get("holderIdentity")
+    return holder if isinstance(holder, str) and holder else name[len(LEASE_PREFIX) :]
 
 
-def preferred_terms(usages: Iterable[HostUsage]) -> list[JSON]:
+def measured_headroom(
+    leases: Iterable[Mapping[str, Any]], now: datetime.datetime
+) -> dict[str, int]:
+    """Host -> measured headroom (bytes) from the agents' fresh, readable Leases."""
+    headroom: dict[str, int] = {}
+    for lease in leases:
+        host = lease_host(lease)
+        usage = usage_from_lease(lease)
+        if host is not None and usage is not None and lease_fresh(lease, now):
+            headroom[host] = max(0, usage.headroom_bytes)
+    return headroom
+
+
+def preferred_terms(headroom: Mapping[str, int]) -> list[JSON]:
     """Preferred node-affinity terms: weight 1..100 in proportion to measured headroom.
 
     The host with the most headroom gets 100; a host without any gets no term (the
     vSphere DRS rule: place new VMs where real usage leaves the most room).
     """
-    known = [usage for usage in usages if usage.headroom_bytes > 0]
+    known = {host: room for host, room in headroom.items() if room > 0}
     if not known:
         return []
-    best = max(usage.headroom_bytes for usage in known)
+    best = max(known.values())
     return [
         {
-            "weight": max(1, round(MAX_WEIGHT * usage.headroom_bytes / best)),
+            "weight": max(1, round(MAX_WEIGHT * room / best)),
             "preference": {
-                "matchFields": [{"key": NODE_NAME_FIELD, "operator": "In", "values": [usage.host]}]
+                "matchFields": [{"key": NODE_NAME_FIELD, "operator": "In", "values": [host]}]
             },
         }
-        for usage in sorted(known, key=lambda u: (-u.headroom_bytes, u.host))
+        for host, room in sorted(known.items(), key=lambda item: (-item[1], item[0]))
     ]

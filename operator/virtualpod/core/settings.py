@@ -90,7 +90,6 @@ class Settings:
     memory_stats_period_s: int = 5
     restart_backoff: RestartBackoff = RestartBackoff()
     eviction: EvictionSettings = field(default_factory=EvictionSettings)
-    namespace: str = "virtualpod-system"
     peering: str = "virtualpod-controller"
     placeholder_image: str = "registry.k8s.io/pause:3.10"
 
@@ -138,7 +137,6 @@ eviction:
   psi:
     enabled: false        # also treat /proc/pressure/memory as an early warning
     someAvg10: 10         # percent
-namespace: virtualpod-system  # where the operator runs and the agents publish their host Leases
 peering: virtualpod-controller  # Kopf peering of the controller replicas (one is active)
 placeholderImage: registry.k8s.io/pause:3.10  # image of the companion Pods' containers
 """
@@ -272,7 +270,6 @@ def settings_from_mapping(data: object) -> Settings:
         memory_stats_period_s=int(root.number("memoryStatsPeriod", base.memory_stats_period_s)),
         restart_backoff=_restart_backoff(root.child("restartBackoff"), base.restart_backoff),
         eviction=_eviction(root.child("eviction"), base.eviction),
-        namespace=root.string("namespace", base.namespace),
         peering=root.string("peering", base.peering),
         placeholder_image=root.string("placeholderImage", base.placeholder_image),
     )
