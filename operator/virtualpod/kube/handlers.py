@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import socket
 import time
@@ -35,12 +34,21 @@ from typing import Any, cast
 
 import kopf
 
+from virtualpod.core.admission import (
+    allocatable,
+    insufficient,
+    sum_requests,
+    too_large,
+    unschedulable_message,
+)
 from virtualpod.core.domain import domain_uuid
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.quantity import format_bytes
 from virtualpod.core.restarts import crash_loop_over, restart_delay
+from virtualpod.core.restarts import needs_restart as restart_policy_applies
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError, SuspendMode
+from virtualpod.core.status import Conditions, condition_status, set_condition
 from virtualpod.kube.api import (
     REPORTING_COMPONENT,
     KubeApi,
@@ -66,7 +74,6 @@ FINALIZER = f"{API_GROUP}/finalizer"
 PENDING_RETRY_SECONDS = 1.0
 
 Body = Mapping[str, Any]
-Conditions = list[dict[str, Any]]
 
 
 # ------------------------------------------------------------------ context (memo)
@@ -130,11 +137,7 @@ class OperatorContext:
 
     @property
     def allocatable(self) -> Amount:
-        reserved = self.settings.reserved
-        return Amount(
-            max(0, self.capacity.cpu_millis - reserved.cpu_millis),
-            max(0, self.capacity.memory_bytes - reserved.memory_bytes),
-        )
+        return allocatable(self.capacity, self.settings.reserved)
 
     @property
     def hv(self) -> Hypervisor:
@@ -180,61 +183,6 @@ def context(memo: Any) -> OperatorContext:
 
 
 # ------------------------------------------------------------ status (pure helpers)
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def set_condition(
-    conditions: Iterable[Mapping[str, Any]],
-    type_: str,
-    status: bool,
-    reason: str,
-    message: str = "",
-    generation: int | None = None,
-) -> Conditions:
-    """Upsert one condition; lastTransitionTime moves only when the status flips."""
-    value = "True" if status else "False"
-    result: Conditions = []
-    found = False
-    for condition in conditions:
-        if condition.get("type") != type_:
-            result.append(dict(condition))
-            continue
-        found = True
-        changed = condition.get("status") != value
-        result.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now_rfc3339()
-                if changed
-                else condition.get("lastTransitionTime", now_rfc3339()),
-                "observedGeneration": generation,
-            }
-        )
-    if not found:
-        result.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now_rfc3339(),
-                "observedGeneration": generation,
-            }
-        )
-    return result
-
-
-def condition_status(conditions: Iterable[Mapping[str, Any]], type_: str) -> str | None:
-    for condition in conditions:
-        if condition.get("type") == type_:
-            return cast(str | None, condition.get("status"))
-    return None
 
 
 _STATE_NAMES = {
@@ -341,41 +289,6 @@ def _warn(obj: Mapping[str, Any], *, reason: str, message: str) -> None:
 
 
 # -------------------------------------------------------------------- admission
-
-
-def sum_requests(amounts: Iterable[Amount]) -> Amount:
-    cpu = memory = 0
-    for amount in amounts:
-        cpu += amount.cpu_millis
-        memory += amount.memory_bytes
-    return Amount(cpu, memory)
-
-
-def too_large(plan: VMPlan, capacity: Amount) -> list[str]:
-    """What the VM alone needs more of than the whole host has."""
-    short = []
-    if plan.size.vcpus * 1000 > capacity.cpu_millis:
-        short.append("cpu")
-    if plan.size.memory_bytes > capacity.memory_bytes:
-        short.append("memory")
-    return short
-
-
-def insufficient(requests: Amount, used: Amount, allocatable: Amount) -> list[str]:
-    """What is missing for `requests` next to what is already placed (scheduler's fit)."""
-    short = []
-    if requests.cpu_millis and used.cpu_millis + requests.cpu_millis > allocatable.cpu_millis:
-        short.append("cpu")
-    if (
-        requests.memory_bytes
-        and used.memory_bytes + requests.memory_bytes > allocatable.memory_bytes
-    ):
-        short.append("memory")
-    return short
-
-
-def unschedulable_message(short: list[str]) -> str:
-    return "0/1 hosts are available: " + ", ".join(f"1 insufficient {r}" for r in short)
 
 
 def placed_requests(ctx: OperatorContext, exclude: str) -> Amount:
@@ -545,7 +458,7 @@ async def _admit(
 ) -> bool:
     """Capacity check before a VM is first defined; on refusal, write why into status."""
     generation = out["observedGeneration"]
-    short = too_large(plan, ctx.capacity)
+    short = too_large(plan.size, ctx.capacity)
     phase = "Failed"
     if not short:
         async with ctx.admission_lock:
@@ -708,18 +621,13 @@ def _runs_new_size(info: DomainInfo, owner: Mapping[str, Any]) -> bool:
 
 
 def needs_restart(info: DomainInfo, ctx: OperatorContext, uuid: str) -> bool:
-    """Shut off or crashed with nothing to restore: stopped on its own or by someone else.
-
-    Not a VM with a managed-save image (the pressure monitor's or an admin's), nor one
-    the pressure monitor holds, nor one being deleted, nor one never placed here.
-    """
-    stopped = info.state in (DomainState.SHUTOFF, DomainState.CRASHED)
-    return (
-        stopped
-        and not info.has_managed_save
-        and uuid in ctx.placed
-        and uuid not in ctx.suspensions
-        and uuid not in ctx.deleting
+    """Shut off or crashed with nothing to restore (`core.restarts.needs_restart`)."""
+    return restart_policy_applies(
+        stopped=info.state in (DomainState.SHUTOFF, DomainState.CRASHED),
+        has_managed_save=info.has_managed_save,
+        placed=uuid in ctx.placed,
+        suspended=uuid in ctx.suspensions,
+        deleting=uuid in ctx.deleting,
     )
 
 
