@@ -37,6 +37,9 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 SUPPORTED_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 #: Longest `spec.cloudInit.userData` (cloud-init reads it from a small ISO seed).
 MAX_USER_DATA = 64 * 1024
+#: PodSpec fields copied onto the companion Pod as they are (the API server validates them
+#: there); here only their outer shape is checked.
+PLACEMENT_FIELDS = ("nodeSelector", "affinity", "tolerations")
 
 
 class SuspendMode(StrEnum):
@@ -219,6 +222,7 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
             "boot",
             "network",
             "cloudInit",
+            *PLACEMENT_FIELDS,
         ),
     )
     containers = _parse_containers(spec.get("containers"), "spec.containers", errors)
@@ -244,6 +248,7 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
     image = _parse_image(containers, boot, errors)
     network = _parse_network(spec.get("network"), errors)
     user_data = _parse_cloud_init(spec.get("cloudInit"), errors)
+    _check_placement(spec, errors)
 
     if errors.items:
         raise SpecError(errors.items)
@@ -266,6 +271,19 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
         network=network,
         user_data=user_data,
     )
+
+
+def _check_placement(spec: Mapping[str, object], errors: _Errors) -> None:
+    selector = errors.mapping(spec.get("nodeSelector"), "spec.nodeSelector")
+    for key, value in selector.items():
+        if not isinstance(value, str):
+            errors.add(f"spec.nodeSelector.{key}", "must be a string")
+    errors.mapping(spec.get("affinity"), "spec.affinity")
+    tolerations = spec.get("tolerations")
+    if tolerations is not None and (
+        not isinstance(tolerations, list) or not all(isinstance(t, Mapping) for t in tolerations)
+    ):
+        errors.add("spec.tolerations", "must be a list of tolerations")
 
 
 def _parse_containers(value: object, path: str, errors: _Errors) -> list[Container]:
