@@ -56,6 +56,7 @@ from virtualpod.kube.api import (
     reporting_instance,
     shorten,
 )
+from virtualpod.kube.workload import WorkloadFailed, Workloads, workload_failed
 from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainNotFound,
@@ -128,6 +129,8 @@ class OperatorContext:
     priority_class_index: Any = None
     #: Events and status writes from outside handlers (connected at startup).
     api: KubeApi | None = None
+    #: Disks, seeds and addresses of VMs that run an image (`kube.workload`).
+    workloads: Workloads | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Called once the hypervisor is open, e.g. to start the pressure monitor.
     on_ready: list[Any] = field(default_factory=list)
@@ -406,8 +409,12 @@ async def _reconcile(
         if not admitted:
             return
         try:
+            await _prepare_workload(ctx, body, patch, conditions, plan)
             defined = await hv.ensure_defined(plan.domain_xml)
             ctx.placed.add(plan.uuid)
+        except HypervisorError:
+            await _workloads(ctx).discard(plan.uuid)
+            raise
         finally:
             ctx.reserving.pop(plan.uuid, None)
         if defined.created:
@@ -418,6 +425,8 @@ async def _reconcile(
         conditions = set_condition(
             conditions, "Scheduled", True, "Scheduled", f"placed on {ctx.host_name}", generation
         )
+        if not info.active:
+            await _prepare_workload(ctx, body, patch, conditions, plan)
         defined = await hv.ensure_defined(plan.domain_xml)
         restart_needed = defined.restart_needed
         if info.active and defined.changed:
@@ -445,6 +454,26 @@ async def _reconcile(
         "observedGeneration": generation,
     }
     patch["status"].update(out, **final)
+
+
+def _workloads(ctx: OperatorContext) -> Workloads:
+    if ctx.workloads is None:
+        raise kopf.TemporaryError("libvirt is not connected yet", delay=1)
+    return ctx.workloads
+
+
+async def _prepare_workload(
+    ctx: OperatorContext,
+    body: Body,
+    patch: MutableMapping[str, Any],
+    conditions: Conditions,
+    plan: VMPlan,
+) -> None:
+    """The image's overlay and seed (and the NIC's network) before the domain is defined."""
+    try:
+        await _workloads(ctx).prepare(plan)
+    except WorkloadFailed as error:
+        raise workload_failed(_workloads(ctx), body, patch, conditions, plan, error) from error
 
 
 async def _admit(
@@ -918,6 +947,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
     )
     await hv.connect()
     ctx.hypervisor = hv
+    ctx.workloads = Workloads(hv, ctx.settings, ctx.api.core)
     ctx.cgroup_version = hv.cgroup_version
     ctx.capacity = await host_capacity(hv)
     ctx.placed = {info.uuid for info in await hv.list_domains()}
@@ -989,6 +1019,13 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, logger: Any, **_: Any) -
         ctx.deleting.discard(uuid)
         _warn(body, reason="Failed", message=f"cannot remove the VM: {error}")
         raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
+    try:
+        volumes = await _workloads(ctx).delete(uuid)
+    except HypervisorError as error:
+        _warn(body, reason="Failed", message=f"cannot remove the VM's volumes: {error}")
+        raise kopf.TemporaryError(f"cannot delete volumes: {error}", delay=5) from error
+    if volumes:
+        _info(body, reason="VolumesDeleted", message=f"deleted volume(s) {', '.join(volumes)}")
     ctx.placed.discard(uuid)
     ctx.suspensions.pop(uuid, None)
     ctx.reserving.pop(uuid, None)
