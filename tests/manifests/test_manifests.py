@@ -134,7 +134,8 @@ def schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
 def test_printer_columns_point_at_declared_fields(crd: dict[str, Any]) -> None:
     (version,) = crd["spec"]["versions"]
     columns = {column["name"]: column for column in version["additionalPrinterColumns"]}
-    assert list(columns) == ["QoS", "Phase", "Reason", "vCPUs", "Memory", "Host", "Age"]
+    assert list(columns) == ["QoS", "Phase", "Reason", "vCPUs", "Memory", "Host", "IP", "Age"]
+    assert columns["IP"]["priority"] == 1  # kubectl get -o wide
     schema = version["schema"]["openAPIV3Schema"]
     for name, column in columns.items():
         if name != "Age":
