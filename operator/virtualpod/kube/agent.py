@@ -23,7 +23,8 @@ from virtualpod.core.settings import Amount
 from virtualpod.core.spec import API_GROUP, API_VERSION, SpecError
 from virtualpod.core.status import condition_status
 from virtualpod.kube import common
-from virtualpod.kube.context import PLURAL, ObjectRef, Owner, context
+from virtualpod.kube.api import KubeApi
+from virtualpod.kube.context import PLURAL, Owner, context, vpod_ref
 from virtualpod.kube.lease import publish_lease
 from virtualpod.kube.mirror import mirror_lifecycle
 from virtualpod.kube.reconcile import body_uuid, reconcile
@@ -67,7 +68,7 @@ def virtualpods_by_uuid(
     conditions = tuple(dict(c) for c in status.get("conditions") or [])
     return {
         uuid: Owner(
-            ref=ObjectRef(str(meta.get("namespace")), str(meta.get("name")), meta.get("uid")),
+            ref=vpod_ref(str(meta.get("namespace")), str(meta.get("name")), meta.get("uid")),
             generation=meta.get("generation"),
             deleting=bool(meta.get("deletionTimestamp")),
             here=served_here(body, memo),
@@ -92,10 +93,10 @@ def priority_class_values(name: str, body: kopf.Body, **_: Any) -> dict[str, int
 async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwargs: Any) -> None:
     """Open libvirt, learn the host's capacity and its domains, start the background tasks."""
     ctx = context(memo)
-    common.configure(settings)
+    common.configure(settings, ctx.host_name)
     if ctx.selector is not None:
         settings.watching.label_selectors[API_GROUP, PLURAL] = ctx.selector
-    ctx.kopf_settings = settings
+    ctx.api = await KubeApi.connect(ctx.api_url, ctx.host_name)
     ctx.by_uuid = kwargs["virtualpods_by_uuid"]
     ctx.priority_class_index = kwargs["priority_class_values"]
     wanted = ctx.settings.cgroup_version
@@ -133,19 +134,22 @@ async def cleanup(memo: Any, **_: Any) -> None:
     if ctx.hypervisor is not None:
         await ctx.hypervisor.close()
         ctx.hypervisor = None
+    if ctx.api is not None:
+        ctx.api.close()
+        ctx.api = None
 
 
 async def reconcile_virtualpod(
-    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, retry: int, **_: Any
 ) -> None:
-    await reconcile(context(memo), body, patch, logger)
+    await reconcile(context(memo), body, patch, logger, retry)
 
 
 async def retry_pending(
-    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, **kwargs: Any
 ) -> None:
     """A Pending VirtualPod starts as soon as it is admitted and room appears."""
-    await reconcile(context(memo), body, patch, logger)
+    await reconcile(context(memo), body, patch, logger, kwargs.get("retry", 0))
 
 
 async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:

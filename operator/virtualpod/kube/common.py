@@ -8,12 +8,17 @@ from typing import Any
 import kopf
 
 from virtualpod.core.spec import API_GROUP
+from virtualpod.kube.api import REPORTING_COMPONENT, reporting_instance
 
 FINALIZER = f"{API_GROUP}/finalizer"
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
-    """Kopf's own features: annotations for progress, a named finalizer, Event posting."""
+def configure(settings: kopf.OperatorSettings, instance: str) -> None:
+    """Kopf's own features: annotations for progress, a named finalizer, Event posting.
+
+    Handler Events say who acted, like the ones posted outside handlers: component
+    `virtualpod`, this host as the instance (`kubectl describe`: `From: virtualpod, HOST`).
+    """
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -21,6 +26,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     )
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = reporting_instance(instance)
+    settings.posting.event_name_prefix = f"{REPORTING_COMPONENT}-"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [0.5, 1, 2, 5]

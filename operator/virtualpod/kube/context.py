@@ -20,6 +20,7 @@ from virtualpod.core.admission import allocatable
 from virtualpod.core.binding import node_selector
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SuspendMode
+from virtualpod.kube.api import KubeApi, ObjectRef
 from virtualpod.libvirt.hypervisor import Hypervisor
 
 if TYPE_CHECKING:
@@ -37,17 +38,6 @@ class Role(StrEnum):
     AGENT = "agent"
     #: Both, for a single host.
     ALL = "all"
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """The VirtualPod an Event or a status write from outside a handler is about."""
-
-    namespace: str
-    name: str
-    uid: str | None
-    api_version: str = f"{API_GROUP}/{API_VERSION}"
-    kind: str = KIND
 
 
 @dataclass(frozen=True)
@@ -133,7 +123,8 @@ class AgentContext:
     #: kopf indexes, captured at startup (live views).
     by_uuid: kopf.Index[str, Owner] | None = None
     priority_class_index: kopf.Index[str, int] | None = None
-    kopf_settings: kopf.OperatorSettings | None = None
+    #: Events, status writes and the Lease from outside handlers (connected at startup).
+    api: KubeApi | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Called once the hypervisor is open, e.g. to start the pressure monitor.
     on_ready: list[ReadyHook] = field(default_factory=list)
@@ -171,6 +162,11 @@ class AgentContext:
             count = owner.restart_count if owner is not None else 0
             record = self.restarts[uuid] = RestartRecord(count=count)
         return record
+
+
+def vpod_ref(namespace: str, name: str, uid: str | None) -> ObjectRef:
+    """The VirtualPod an Event or a status write from outside a handler is about."""
+    return ObjectRef(f"{API_GROUP}/{API_VERSION}", KIND, namespace, name, uid)
 
 
 def default_host_name() -> str:

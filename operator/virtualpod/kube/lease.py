@@ -13,31 +13,15 @@ import datetime
 import logging
 from typing import Any, cast
 
-from kubernetes import client, config
+from kubernetes import client
 
 from virtualpod.core.lease import HostUsage, lease_body, lease_name
+from virtualpod.kube.api import MERGE_PATCH, REQUEST_TIMEOUT_SECONDS, KubeApi
 from virtualpod.kube.context import AgentContext
 
 log = logging.getLogger(__name__)
 
-#: Seconds one API request may take (the next renewal tries again).
-REQUEST_TIMEOUT_SECONDS = 10.0
 NOT_FOUND = 404
-MERGE_PATCH = "application/merge-patch+json"
-
-
-def api_configuration(api_url: str | None) -> client.Configuration:
-    """Where and how to talk to the API: the given URL, else in-cluster, else kubeconfig."""
-    configuration = client.Configuration()
-    if api_url:
-        configuration.host = api_url
-        configuration.verify_ssl = False
-        return configuration
-    try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return configuration
 
 
 async def measure(ctx: AgentContext) -> HostUsage:
@@ -55,11 +39,10 @@ async def measure(ctx: AgentContext) -> HostUsage:
 
 
 class LeaseWriter:
-    """Create or replace one Lease through the kubernetes client, off the event loop."""
+    """Create or update one Lease through the kubernetes client, off the event loop."""
 
-    def __init__(self, configuration: client.Configuration) -> None:
-        self.api_client = client.ApiClient(configuration)
-        self.leases = client.CoordinationV1Api(self.api_client)
+    def __init__(self, api: KubeApi) -> None:
+        self.leases = client.CoordinationV1Api(api.api_client)
 
     def _put(self, body: dict[str, Any]) -> None:
         """Merge-patch the Lease (one request per renewal); create it the first time."""
@@ -83,9 +66,6 @@ class LeaseWriter:
     async def put(self, body: dict[str, Any]) -> None:
         await asyncio.to_thread(self._put, body)
 
-    def close(self) -> None:
-        self.api_client.close()  # type: ignore[no-untyped-call]
-
 
 async def renew_once(ctx: AgentContext, writer: LeaseWriter) -> HostUsage:
     usage = await measure(ctx)
@@ -104,16 +84,14 @@ async def renew_once(ctx: AgentContext, writer: LeaseWriter) -> HostUsage:
 
 async def publish_lease(ctx: AgentContext) -> None:
     """Renew the host's Lease forever; a failed renewal is logged and tried again."""
-    configuration = await asyncio.to_thread(api_configuration, ctx.api_url)
-    writer = LeaseWriter(configuration)
-    try:
-        while True:
-            try:
-                await renew_once(ctx, writer)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # the Lease is advisory: never take the agent down
-                log.warning(f"cannot renew the Lease {lease_name(ctx.host_name)}: {error}")
-            await asyncio.sleep(ctx.settings.lease_renew_interval_s)
-    finally:
-        writer.close()
+    if ctx.api is None:
+        return
+    writer = LeaseWriter(ctx.api)
+    while True:
+        try:
+            await renew_once(ctx, writer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the Lease is advisory: never take the agent down
+            log.warning(f"cannot renew the Lease {lease_name(ctx.host_name)}: {error}")
+        await asyncio.sleep(ctx.settings.lease_renew_interval_s)

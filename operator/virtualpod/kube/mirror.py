@@ -84,6 +84,9 @@ async def refresh_status(ctx: AgentContext, uuid: str, *, announce_change: bool 
                 "BackOff",
                 f"back-off restarting the VM: next start in {delay:g}s",
             )
+    # The generation the last reconcile handled: also in a mirror write that lands first.
+    if last.observed_generation is not None:
+        status["observedGeneration"] = last.observed_generation
     ctx.written[uuid] = Written(
         tuple(status["conditions"]), status["phase"], last.observed_generation
     )

@@ -30,6 +30,7 @@ from virtualpod.core.quantity import format_bytes
 from virtualpod.core.settings import Amount
 from virtualpod.core.spec import SpecError
 from virtualpod.core.status import Conditions, condition_status, set_condition
+from virtualpod.kube.api import shorten
 from virtualpod.kube.context import AgentContext, Written
 from virtualpod.kube.reporters import info, warn
 from virtualpod.kube.runtime import runtime_status
@@ -53,15 +54,55 @@ def body_uuid(body: Body) -> str:
 
 
 async def reconcile(
-    ctx: AgentContext, body: Body, patch: MutableMapping[str, Any], logger: Logger
+    ctx: AgentContext,
+    body: Body,
+    patch: MutableMapping[str, Any],
+    logger: Logger,
+    retry: int = 0,
 ) -> None:
-    """Make the domain match the object; idempotent, keyed by the object's uid."""
+    """Make the domain match the object; idempotent, keyed by the object's uid.
+
+    What the object says wrong is a `PermanentError` (see `_reconcile`); anything else
+    unexpected becomes `Ready=False`/`ReconcileError`, one Warning Event per distinct
+    error, and Kopf's retry after a growing delay: never a silent traceback loop.
+    """
     uuid = body_uuid(body)
     ctx.busy.add(uuid)
     try:
         await _reconcile(ctx, body, patch, logger)
+    except (kopf.PermanentError, kopf.TemporaryError):
+        raise
+    except Exception as error:
+        message = shorten(f"{type(error).__name__}: {error}")
+        logger.error(f"reconcile failed (attempt {retry + 1}): {message}", exc_info=retry == 0)
+        _reconcile_failed(body, patch, message)
+        raise kopf.TemporaryError(message, delay=reconcile_backoff(retry)) from error
     finally:
         ctx.busy.discard(uuid)
+
+
+#: Seconds before the next attempt after an unexpected error, by attempt (last repeats).
+RECONCILE_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def reconcile_backoff(retry: int) -> float:
+    return RECONCILE_BACKOFF_SECONDS[min(max(retry, 0), len(RECONCILE_BACKOFF_SECONDS) - 1)]
+
+
+def _reconcile_failed(body: Body, patch: MutableMapping[str, Any], message: str) -> None:
+    """Ready=False with the error's message; a Warning Event when the error is new."""
+    meta = body.get("metadata", {})
+    status = body.get("status") or {}
+    conditions: Conditions = list(status.get("conditions") or [])
+    known = next((c for c in conditions if c.get("type") == "Ready"), {})
+    conditions = set_condition(
+        conditions, "Ready", False, "ReconcileError", message, meta.get("generation")
+    )
+    written = patch.setdefault("status", {})
+    written.clear()  # nothing half-done by the failed attempt goes out
+    written.update(reason="ReconcileError", message=message, conditions=conditions)
+    if known.get("reason") != "ReconcileError" or known.get("message") != message:
+        warn(body, reason="ReconcileError", message=message)
 
 
 def placed_requests(ctx: AgentContext, exclude: str) -> Amount:

@@ -6,28 +6,13 @@ the restart policy and the pressure monitor act outside any handler: they write 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
-from kopf._cogs.clients.events import post_event
-from kopf._cogs.clients.patching import patch_obj
 
-from virtualpod.core.spec import API_GROUP, API_VERSION, KIND
-from virtualpod.kube.context import PLURAL, AgentContext, ObjectRef
-
-log = logging.getLogger(__name__)
-
-RESOURCE = kopf.Resource(
-    API_GROUP,
-    API_VERSION,
-    PLURAL,
-    kind=KIND,
-    namespaced=True,
-    subresources=frozenset({"status"}),
-)
-EVENTS = kopf.Resource("", "v1", "events", kind="Event", namespaced=True)
+from virtualpod.kube.api import ObjectRef
+from virtualpod.kube.context import PLURAL, AgentContext
 
 
 def info(obj: Mapping[str, Any], *, reason: str, message: str) -> None:
@@ -41,41 +26,15 @@ def warn(obj: Mapping[str, Any], *, reason: str, message: str) -> None:
 
 
 async def post(ctx: AgentContext, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-    """Post an Event from outside a handler."""
-    if ctx.kopf_settings is None:
-        return
-    await post_event(
-        ref=cast(
-            Any,
-            {
-                "apiVersion": ref.api_version,
-                "kind": ref.kind,
-                "name": ref.name,
-                "namespace": ref.namespace,
-                "uid": ref.uid,
-            },
-        ),
-        type=type_,
-        reason=reason,
-        message=message,
-        resource=EVENTS,
-        settings=ctx.kopf_settings,
-        logger=log,
-    )
+    """Post an Event from outside a handler (kopf.info/warn only work inside handlers)."""
+    if ctx.api is not None:
+        await ctx.api.post_event(ref, type_, reason, message)
 
 
 async def patch_status(ctx: AgentContext, ref: ObjectRef, status: Mapping[str, Any]) -> None:
     """Patch an object's status from outside a handler (lifecycle events, pressure)."""
-    if ctx.kopf_settings is None:
-        return
-    await patch_obj(
-        settings=ctx.kopf_settings,
-        resource=RESOURCE,
-        namespace=cast(Any, ref.namespace),
-        name=ref.name,
-        patch=kopf.Patch({"status": dict(status)}),
-        logger=log,
-    )
+    if ctx.api is not None:
+        await ctx.api.patch_status(ref, PLURAL, status)
 
 
 async def announce(
