@@ -28,7 +28,7 @@ from virtualpod.core.plan import VMPlan, Workload, plan_virtualpod
 from virtualpod.core.quantity import format_bytes
 from virtualpod.core.seed import build_seed_iso
 from virtualpod.core.settings import Settings
-from virtualpod.core.spec import API_GROUP, API_VERSION, SpecError
+from virtualpod.core.spec import SpecError
 from virtualpod.core.status import set_condition
 from virtualpod.core.storage import DiskTooSmall, overlay_size
 from virtualpod.core.workload import KeyRef, SourceKind
@@ -39,7 +39,6 @@ from virtualpod.libvirt.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
-PLURAL = "virtualpods"
 #: Seconds before the next attempt after a failed preparation, by attempt (last repeats).
 PREPARE_BACKOFF_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 #: How often a running workload VM's addresses and forwards are checked.
@@ -165,6 +164,48 @@ def _reason(error: Exception) -> str:
     return str(getattr(error, "reason", "StorageFailed"))
 
 
+def _workloads(ctx: Any) -> Workloads:
+    if ctx.workloads is None:
+        raise kopf.TemporaryError("libvirt is not connected yet", delay=1)
+    return cast(Workloads, ctx.workloads)
+
+
+async def prepare_workload(
+    ctx: Any,
+    body: Mapping[str, Any],
+    patch: MutableMapping[str, Any],
+    conditions: list[dict[str, Any]],
+    plan: VMPlan,
+) -> None:
+    """The image's overlay and seed (and the NIC's network) before the domain is defined."""
+    workloads = _workloads(ctx)
+    try:
+        await workloads.prepare(plan)
+    except WorkloadFailed as error:
+        raise workload_failed(workloads, body, patch, conditions, plan, error) from error
+
+
+async def discard_workload(ctx: Any, plan: VMPlan) -> None:
+    """Remove the volumes a failed first definition left."""
+    if plan.workload is not None:
+        await _workloads(ctx).discard(plan.uuid)
+
+
+async def delete_volumes(ctx: Any, body: Mapping[str, Any], uuid: str) -> None:
+    """A deleted VirtualPod's volumes (and bases no other VM uses), with an Event."""
+    try:
+        volumes = await _workloads(ctx).delete(uuid)
+    except HypervisorError as error:
+        kopf.warn(cast(kopf.Body, body), reason="Failed", message=f"cannot delete volumes: {error}")
+        raise kopf.TemporaryError(f"cannot delete volumes: {error}", delay=5) from error
+    if volumes:
+        kopf.info(
+            cast(kopf.Body, body),
+            reason="VolumesDeleted",
+            message=f"deleted volume(s) {', '.join(volumes)}",
+        )
+
+
 def workload_failed(
     workloads: Workloads,
     body: Mapping[str, Any],
@@ -191,7 +232,9 @@ def workload_failed(
 # ------------------------------------------------------------------ address mirror
 
 
-def runs_workload(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
+def runs_workload(body: Mapping[str, Any]) -> bool:
+    """A running VM whose first container names a disk image (the timer's filter)."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
     containers = spec.get("containers") if isinstance(spec, Mapping) else None
     image = (containers or [{}])[0].get("image") if isinstance(containers, list) else None
     return (
@@ -222,7 +265,6 @@ async def observe_network(
     return fields
 
 
-@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=ADDRESS_INTERVAL_SECONDS, when=runs_workload)
 async def mirror_addresses(
     body: kopf.Body, status: kopf.Status, patch: kopf.Patch, memo: Any, logger: Any, **_: Any
 ) -> None:
