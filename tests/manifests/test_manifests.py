@@ -668,3 +668,14 @@ def test_rbac_is_bound_to_the_operator_service_account() -> None:
     ]
     assert account["metadata"]["namespace"] == OPERATOR_NAMESPACE
     assert find("Namespace", OPERATOR_NAMESPACE)
+
+
+def test_runtime_class_overhead_is_the_vmm_overhead() -> None:
+    """The scheduler counts each VM's QEMU memory through the companion Pod's RuntimeClass."""
+    from virtualpod.core.companion import LIBVIRT_HOST_LABEL, RUNTIME_CLASS
+    from virtualpod.core.quantity import parse_bytes
+
+    runtime_class = find("RuntimeClass", RUNTIME_CLASS)
+    fixed = runtime_class["overhead"]["podFixed"]
+    assert parse_bytes(fixed["memory"], "podFixed.memory") == Settings().vmm_overhead.memory_bytes
+    assert runtime_class["scheduling"]["nodeSelector"] == {LIBVIRT_HOST_LABEL: "true"}
