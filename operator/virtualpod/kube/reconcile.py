@@ -200,8 +200,11 @@ async def _reconcile(
     conditions = _scheduled(ctx, conditions, generation)
     conditions = _restart_required(body, conditions, restart_needed, generation)
     final = runtime_status(await hv.lookup(plan.uuid), ctx, conditions, generation)
-    ctx.written[plan.uuid] = Written(tuple(final["conditions"]), final["phase"], generation)
-    patch["status"].update(out, **final)
+    written = {**out, **final}
+    ctx.written[plan.uuid] = Written(
+        tuple(final["conditions"]), final["phase"], generation, written
+    )
+    patch["status"].update(written)
 
 
 def _restart_required(
