@@ -51,6 +51,8 @@ class DomainSpec:
     boot: DiskBoot | KernelBoot | None = None
     console_log: str | None = None
     memory_stats_period_s: int = 5
+    #: A disk from a host path is attached `<readonly/>` unless the admin allows writing.
+    disk_read_only: bool = True
 
 
 def domain_name(namespace: str, name: str) -> str:
@@ -152,6 +154,8 @@ def _render_devices(devices: ET.Element, spec: DomainSpec) -> None:
         _sub(disk, "driver", name="qemu", type=spec.boot.format.value)
         _sub(disk, "source", file=spec.boot.path)
         _sub(disk, "target", dev="vda", bus="virtio")
+        if spec.disk_read_only:
+            _sub(disk, "readonly")
     if spec.console_log:
         serial = _sub(devices, "serial", type="file")
         _sub(serial, "source", path=spec.console_log, append="on")

@@ -43,6 +43,7 @@ from virtualpod.core.quantity import format_bytes
 from virtualpod.core.restarts import crash_loop_over, restart_delay
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError, SuspendMode
+from virtualpod.libvirt.host_paths import checked_plan
 from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainNotFound,
@@ -442,6 +443,7 @@ async def _reconcile(
             cgroup_version=ctx.cgroup_version,
             priority_classes=ctx.priority_classes(),
         )
+        plan = checked_plan(plan, ctx.settings)  # spec.boot files, on this host
     except SpecError as error:
         message = str(error)
         conditions = set_condition(conditions, "Valid", False, "InvalidSpec", message, generation)
