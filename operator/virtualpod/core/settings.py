@@ -83,6 +83,8 @@ class Settings:
     reserved: Amount = Amount(cpu_millis=0, memory_bytes=512 * MIB)
     libvirt_uri: str = "test:///default"
     host_name: str = ""
+    namespace: str = "virtualpod-system"
+    lease_renew_interval_s: float = 5.0
     domain_type: str = "kvm"
     cgroup_version: str = "auto"
     console_log_dir: str = "/var/log/libvirt/qemu"
@@ -108,6 +110,8 @@ reserved:                 # host capacity kept back from VMs (allocatable = capa
   memory: 512Mi
 libvirtURI: test:///default   # qemu:///system on a real host
 hostName: ""              # name of the libvirt host this operator serves; "" = system hostname
+namespace: virtualpod-system   # the operator's own namespace (its per-host Leases live here)
+leaseRenewInterval: 5s    # an agent renews its host's Lease (measured memory) this often
 domainType: kvm           # kvm, or qemu for software emulation (TCG)
 cgroupVersion: auto       # auto, 1 or 2: on 2, <shares> is converted to a cpu.weight value
 consoleLogDir: /var/log/libvirt/qemu   # each VM's serial console is logged here
@@ -259,6 +263,8 @@ def settings_from_mapping(data: object) -> Settings:
         reserved=root.amount("reserved", base.reserved),
         libvirt_uri=root.string("libvirtURI", base.libvirt_uri),
         host_name=root.string("hostName", base.host_name),
+        namespace=root.string("namespace", base.namespace),
+        lease_renew_interval_s=root.duration("leaseRenewInterval", base.lease_renew_interval_s),
         domain_type=root.string("domainType", base.domain_type, ("kvm", "qemu")),
         cgroup_version=root.string("cgroupVersion", base.cgroup_version, ("auto", "1", "2")),
         console_log_dir=root.string("consoleLogDir", base.console_log_dir),
@@ -268,6 +274,10 @@ def settings_from_mapping(data: object) -> Settings:
         eviction=_eviction(root.child("eviction"), base.eviction),
     )
     root.done()
+    if settings.lease_renew_interval_s <= 0:
+        raise SettingsError("leaseRenewInterval: must be greater than zero")
+    if not settings.namespace:
+        raise SettingsError("namespace: must not be empty")
     if not settings.console_log_dir.startswith("/"):
         raise SettingsError("consoleLogDir: must be an absolute path")
     return settings

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import socket
 import time
@@ -34,15 +33,29 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
-from kopf._cogs.clients.events import post_event
-from kopf._cogs.clients.patching import patch_obj
 
+from virtualpod.core.admission import (
+    allocatable,
+    insufficient,
+    sum_requests,
+    too_large,
+    unschedulable_message,
+)
 from virtualpod.core.domain import domain_uuid
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.quantity import format_bytes
 from virtualpod.core.restarts import crash_loop_over, restart_delay
+from virtualpod.core.restarts import needs_restart as restart_policy_applies
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError, SuspendMode
+from virtualpod.core.status import Conditions, condition_status, set_condition
+from virtualpod.kube.api import (
+    REPORTING_COMPONENT,
+    KubeApi,
+    ObjectRef,
+    reporting_instance,
+    shorten,
+)
 from virtualpod.libvirt.host_paths import checked_plan
 from virtualpod.libvirt.hypervisor import (
     DomainInfo,
@@ -58,20 +71,10 @@ log = logging.getLogger(__name__)
 
 PLURAL = "virtualpods"
 FINALIZER = f"{API_GROUP}/finalizer"
-RESOURCE = kopf.Resource(
-    API_GROUP,
-    API_VERSION,
-    PLURAL,
-    kind=KIND,
-    namespaced=True,
-    subresources=frozenset({"status"}),
-)
-EVENTS = kopf.Resource("", "v1", "events", kind="Event", namespaced=True)
 #: How often a Pending VirtualPod retries admission.
 PENDING_RETRY_SECONDS = 1.0
 
 Body = Mapping[str, Any]
-Conditions = list[dict[str, Any]]
 
 
 # ------------------------------------------------------------------ context (memo)
@@ -124,7 +127,8 @@ class OperatorContext:
     #: kopf indexes, captured at startup (they are live views).
     by_uuid: Any = None
     priority_class_index: Any = None
-    kopf_settings: kopf.OperatorSettings | None = None
+    #: Events and status writes from outside handlers (connected at startup).
+    api: KubeApi | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Called once the hypervisor is open, e.g. to start the pressure monitor.
     on_ready: list[Any] = field(default_factory=list)
@@ -134,11 +138,7 @@ class OperatorContext:
 
     @property
     def allocatable(self) -> Amount:
-        reserved = self.settings.reserved
-        return Amount(
-            max(0, self.capacity.cpu_millis - reserved.cpu_millis),
-            max(0, self.capacity.memory_bytes - reserved.memory_bytes),
-        )
+        return allocatable(self.capacity, self.settings.reserved)
 
     @property
     def hv(self) -> Hypervisor:
@@ -184,61 +184,6 @@ def context(memo: Any) -> OperatorContext:
 
 
 # ------------------------------------------------------------ status (pure helpers)
-
-
-def now_rfc3339() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def set_condition(
-    conditions: Iterable[Mapping[str, Any]],
-    type_: str,
-    status: bool,
-    reason: str,
-    message: str = "",
-    generation: int | None = None,
-) -> Conditions:
-    """Upsert one condition; lastTransitionTime moves only when the status flips."""
-    value = "True" if status else "False"
-    result: Conditions = []
-    found = False
-    for condition in conditions:
-        if condition.get("type") != type_:
-            result.append(dict(condition))
-            continue
-        found = True
-        changed = condition.get("status") != value
-        result.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now_rfc3339()
-                if changed
-                else condition.get("lastTransitionTime", now_rfc3339()),
-                "observedGeneration": generation,
-            }
-        )
-    if not found:
-        result.append(
-            {
-                "type": type_,
-                "status": value,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now_rfc3339(),
-                "observedGeneration": generation,
-            }
-        )
-    return result
-
-
-def condition_status(conditions: Iterable[Mapping[str, Any]], type_: str) -> str | None:
-    for condition in conditions:
-        if condition.get("type") == type_:
-            return cast(str | None, condition.get("status"))
-    return None
 
 
 _STATE_NAMES = {
@@ -329,13 +274,9 @@ def runtime_status(
     }
 
 
-def object_ref(namespace: str, name: str, uid: str | None) -> dict[str, Any]:
-    """A minimal body kopf can post Events for."""
-    return {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": KIND,
-        "metadata": {"namespace": namespace, "name": name, "uid": uid},
-    }
+def object_ref(namespace: str, name: str, uid: str | None) -> ObjectRef:
+    """The VirtualPod an Event or a status write from outside a handler is about."""
+    return ObjectRef(f"{API_GROUP}/{API_VERSION}", KIND, namespace, name, uid)
 
 
 def _info(obj: Mapping[str, Any], *, reason: str, message: str) -> None:
@@ -349,41 +290,6 @@ def _warn(obj: Mapping[str, Any], *, reason: str, message: str) -> None:
 
 
 # -------------------------------------------------------------------- admission
-
-
-def sum_requests(amounts: Iterable[Amount]) -> Amount:
-    cpu = memory = 0
-    for amount in amounts:
-        cpu += amount.cpu_millis
-        memory += amount.memory_bytes
-    return Amount(cpu, memory)
-
-
-def too_large(plan: VMPlan, capacity: Amount) -> list[str]:
-    """What the VM alone needs more of than the whole host has."""
-    short = []
-    if plan.size.vcpus * 1000 > capacity.cpu_millis:
-        short.append("cpu")
-    if plan.size.memory_bytes > capacity.memory_bytes:
-        short.append("memory")
-    return short
-
-
-def insufficient(requests: Amount, used: Amount, allocatable: Amount) -> list[str]:
-    """What is missing for `requests` next to what is already placed (scheduler's fit)."""
-    short = []
-    if requests.cpu_millis and used.cpu_millis + requests.cpu_millis > allocatable.cpu_millis:
-        short.append("cpu")
-    if (
-        requests.memory_bytes
-        and used.memory_bytes + requests.memory_bytes > allocatable.memory_bytes
-    ):
-        short.append("memory")
-    return short
-
-
-def unschedulable_message(short: list[str]) -> str:
-    return "0/1 hosts are available: " + ", ".join(f"1 insufficient {r}" for r in short)
 
 
 def placed_requests(ctx: OperatorContext, exclude: str) -> Amount:
@@ -413,15 +319,52 @@ async def reconcile(
     body: Body,
     patch: MutableMapping[str, Any],
     logger: logging.Logger | logging.LoggerAdapter[Any],
+    retry: int = 0,
 ) -> None:
-    """Make the domain match the object; idempotent, keyed by the object's uid."""
+    """Make the domain match the object; idempotent, keyed by the object's uid.
+
+    What the object says wrong is a `PermanentError` (see `_reconcile`); anything else
+    unexpected becomes `Ready=False`/`ReconcileError`, one Warning Event per distinct
+    error, and Kopf's retry after a growing delay: never a silent traceback loop.
+    """
     meta = body.get("metadata", {})
-    uuid = domain_uuid(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid"))
+    uuid = domain_uuid(str(meta.get("namespace")), str(meta.get("name")), meta.get("uid"))
     ctx.busy.add(uuid)
     try:
         await _reconcile(ctx, body, patch, logger)
+    except (kopf.PermanentError, kopf.TemporaryError):
+        raise
+    except Exception as error:
+        message = shorten(f"{type(error).__name__}: {error}")
+        logger.error(f"reconcile failed (attempt {retry + 1}): {message}", exc_info=retry == 0)
+        _reconcile_failed(body, patch, message)
+        raise kopf.TemporaryError(message, delay=reconcile_backoff(retry)) from error
     finally:
         ctx.busy.discard(uuid)
+
+
+#: Seconds before the next attempt after an unexpected error, by attempt (last repeats).
+RECONCILE_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def reconcile_backoff(retry: int) -> float:
+    return RECONCILE_BACKOFF_SECONDS[min(max(retry, 0), len(RECONCILE_BACKOFF_SECONDS) - 1)]
+
+
+def _reconcile_failed(body: Body, patch: MutableMapping[str, Any], message: str) -> None:
+    """Ready=False with the error's message; a Warning Event when the error is new."""
+    meta = body.get("metadata", {})
+    status = body.get("status") or {}
+    conditions: Conditions = list(status.get("conditions") or [])
+    known = next((c for c in conditions if c.get("type") == "Ready"), {})
+    conditions = set_condition(
+        conditions, "Ready", False, "ReconcileError", message, meta.get("generation")
+    )
+    written = patch.setdefault("status", {})
+    written.clear()  # nothing half-done by the failed attempt goes out
+    written.update(reason="ReconcileError", message=message, conditions=conditions)
+    if known.get("reason") != "ReconcileError" or known.get("message") != message:
+        _warn(body, reason="ReconcileError", message=message)
 
 
 async def _reconcile(
@@ -498,7 +441,11 @@ async def _reconcile(
         conditions = set_condition(conditions, "RestartRequired", False, "UpToDate", "", generation)
     info = await hv.lookup(plan.uuid)
     final = runtime_status(info, ctx, conditions, generation)
-    ctx.written[plan.uuid] = {"conditions": final["conditions"], "phase": final["phase"]}
+    ctx.written[plan.uuid] = {
+        "conditions": final["conditions"],
+        "phase": final["phase"],
+        "observedGeneration": generation,
+    }
     patch["status"].update(out, **final)
 
 
@@ -513,7 +460,7 @@ async def _admit(
 ) -> bool:
     """Capacity check before a VM is first defined; on refusal, write why into status."""
     generation = out["observedGeneration"]
-    short = too_large(plan, ctx.capacity)
+    short = too_large(plan.size, ctx.capacity)
     phase = "Failed"
     if not short:
         async with ctx.admission_lock:
@@ -592,20 +539,10 @@ def _maybe(value: int | None) -> str:
 # ------------------------------------------------------------ lifecycle mirroring
 
 
-async def patch_status(
-    ctx: OperatorContext, namespace: str, name: str, status: Mapping[str, Any]
-) -> None:
+async def patch_status(ctx: OperatorContext, ref: ObjectRef, status: Mapping[str, Any]) -> None:
     """Patch an object's status from outside a handler (lifecycle events, pressure)."""
-    if ctx.kopf_settings is None:
-        return
-    await patch_obj(
-        settings=ctx.kopf_settings,
-        resource=RESOURCE,
-        namespace=cast(Any, namespace),
-        name=name,
-        patch=kopf.Patch({"status": dict(status)}),
-        logger=log,
-    )
+    if ctx.api is not None:
+        await ctx.api.patch_status(ref, PLURAL, status)
 
 
 async def refresh_status(ctx: OperatorContext, uuid: str, *, announce: bool = True) -> None:
@@ -664,8 +601,16 @@ async def refresh_status(ctx: OperatorContext, uuid: str, *, announce: bool = Tr
                 "BackOff",
                 f"back-off restarting the VM: next start in {delay:g}s",
             )
-    ctx.written[uuid] = {"conditions": status["conditions"], "phase": status["phase"]}
-    await patch_status(ctx, owner["namespace"], owner["name"], status)
+    # The generation the last reconcile handled: also in a mirror write that lands first.
+    observed = last.get("observedGeneration")
+    if observed is not None:
+        status["observedGeneration"] = observed
+    ctx.written[uuid] = {
+        "conditions": status["conditions"],
+        "phase": status["phase"],
+        "observedGeneration": observed,
+    }
+    await patch_status(ctx, ref, status)
 
 
 def _runs_new_size(info: DomainInfo, owner: Mapping[str, Any]) -> bool:
@@ -678,18 +623,13 @@ def _runs_new_size(info: DomainInfo, owner: Mapping[str, Any]) -> bool:
 
 
 def needs_restart(info: DomainInfo, ctx: OperatorContext, uuid: str) -> bool:
-    """Shut off or crashed with nothing to restore: stopped on its own or by someone else.
-
-    Not a VM with a managed-save image (the pressure monitor's or an admin's), nor one
-    the pressure monitor holds, nor one being deleted, nor one never placed here.
-    """
-    stopped = info.state in (DomainState.SHUTOFF, DomainState.CRASHED)
-    return (
-        stopped
-        and not info.has_managed_save
-        and uuid in ctx.placed
-        and uuid not in ctx.suspensions
-        and uuid not in ctx.deleting
+    """Shut off or crashed with nothing to restore (`core.restarts.needs_restart`)."""
+    return restart_policy_applies(
+        stopped=info.state in (DomainState.SHUTOFF, DomainState.CRASHED),
+        has_managed_save=info.has_managed_save,
+        placed=uuid in ctx.placed,
+        suspended=uuid in ctx.suspensions,
+        deleting=uuid in ctx.deleting,
     )
 
 
@@ -752,7 +692,7 @@ async def _restart(ctx: OperatorContext, uuid: str, delay: float, why: str) -> N
 
 
 async def _announce(
-    ctx: OperatorContext, ref: Mapping[str, Any], before: str | None, status: Mapping[str, Any]
+    ctx: OperatorContext, ref: ObjectRef, before: str | None, status: Mapping[str, Any]
 ) -> None:
     phase, message = status["phase"], status["message"]
     if phase == "Running" and before in ("Paused", "Suspended"):
@@ -767,31 +707,10 @@ async def _announce(
         await post(ctx, ref, "Warning", "Failed", message)
 
 
-async def post(
-    ctx: OperatorContext, ref: Mapping[str, Any], type_: str, reason: str, message: str
-) -> None:
+async def post(ctx: OperatorContext, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
     """Post an Event from outside a handler (kopf.info/warn only work inside handlers)."""
-    if ctx.kopf_settings is None:
-        return
-    meta = ref.get("metadata", {})
-    await post_event(
-        ref=cast(
-            Any,
-            {
-                "apiVersion": ref.get("apiVersion"),
-                "kind": ref.get("kind"),
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-            },
-        ),
-        type=type_,
-        reason=reason,
-        message=message,
-        resource=EVENTS,
-        settings=ctx.kopf_settings,
-        logger=log,
-    )
+    if ctx.api is not None:
+        await ctx.api.post_event(ref, type_, reason, message)
 
 
 MIRROR_RECHECK_SECONDS = 1.0
@@ -840,7 +759,7 @@ class StatusReporter:
     def __init__(self, ctx: OperatorContext) -> None:
         self.ctx = ctx
 
-    def _ref(self, uuid: str) -> dict[str, Any] | None:
+    def _ref(self, uuid: str) -> ObjectRef | None:
         owner = self.ctx.owner(uuid)
         if owner is None:
             return None
@@ -915,8 +834,12 @@ def is_pending(spec: Mapping[str, Any], status: Mapping[str, Any], memo: Any, **
     return assigned_here(spec, memo) and (status or {}).get("phase") == "Pending"
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
-    """Kopf's own features: annotations for progress, a named finalizer, Event posting."""
+def configure(settings: kopf.OperatorSettings, host_name: str) -> None:
+    """Kopf's own features: annotations for progress, a named finalizer, Event posting.
+
+    Handler Events say who acted, like the ones posted outside handlers: component
+    `virtualpod`, this host as the instance (`kubectl describe`: `From: virtualpod, HOST`).
+    """
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -924,6 +847,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     )
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.reporting_instance = reporting_instance(host_name)
+    settings.posting.event_name_prefix = f"{REPORTING_COMPONENT}-"
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [0.5, 1, 2, 5]
@@ -967,6 +893,7 @@ def virtualpods_by_uuid(
             "conditions": conditions,
             "restartRequired": condition_status(conditions, "RestartRequired") == "True",
             "restartCount": (status.get("vm") or {}).get("restartCount") or 0,
+            "observedGeneration": status.get("observedGeneration"),
             "qosClass": plan.qos_class.value,
             "oomScoreAdj": plan.oom_score_adj(ctx.capacity.memory_bytes),
         }
@@ -983,8 +910,8 @@ def priority_class_values(name: str, body: kopf.Body, **_: Any) -> dict[str, int
 async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwargs: Any) -> None:
     """Configure kopf, open libvirt, learn the host's capacity and our domains."""
     ctx = context(memo)
-    configure(settings)
-    ctx.kopf_settings = settings
+    configure(settings, ctx.host_name)
+    ctx.api = await KubeApi.connect(ctx.api_url, ctx.host_name)
     ctx.by_uuid = kwargs["virtualpods_by_uuid"]
     ctx.priority_class_index = kwargs["priority_class_values"]
     wanted = ctx.settings.cgroup_version
@@ -1028,23 +955,26 @@ async def cleanup(memo: Any, **_: Any) -> None:
     if ctx.hypervisor is not None:
         await ctx.hypervisor.close()
         ctx.hypervisor = None
+    if ctx.api is not None:
+        ctx.api.close()
+        ctx.api = None
 
 
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL, when=assigned_here)
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL, when=assigned_here, field="spec")
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL, when=assigned_here)
 async def reconcile_virtualpod(
-    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, retry: int, **_: Any
 ) -> None:
-    await reconcile(context(memo), body, patch, logger)
+    await reconcile(context(memo), body, patch, logger, retry)
 
 
 @kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=PENDING_RETRY_SECONDS, when=is_pending)
 async def retry_pending(
-    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, **_: Any
+    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, **kwargs: Any
 ) -> None:
     """A Pending VirtualPod starts as soon as room appears on the host."""
-    await reconcile(context(memo), body, patch, logger)
+    await reconcile(context(memo), body, patch, logger, kwargs.get("retry", 0))
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, PLURAL, when=assigned_here)
@@ -1052,11 +982,8 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, logger: Any, **_: Any) -
     """Destroy, undefine and drop the managed-save image; then kopf removes the finalizer."""
     ctx = context(memo)
     meta = body.get("metadata", {})
-    try:
-        plan = plan_virtualpod(dict(body), ctx.settings, cgroup_version=ctx.cgroup_version)
-        uuid = plan.uuid
-    except SpecError:
-        uuid = domain_uuid(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid"))
+    # the same UUID the plan gives, without parsing a spec that may be invalid
+    uuid = domain_uuid(str(meta.get("namespace")), str(meta.get("name")), meta.get("uid"))
     ctx.deleting.add(uuid)
     try:
         removed = await ctx.hv.undefine(uuid)
