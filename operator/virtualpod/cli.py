@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from virtualpod.core.host_paths import boot_files
+from virtualpod.core.host_paths import host_files
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.quantity import format_bytes, format_cpu
 from virtualpod.core.settings import Settings, SettingsError, load_settings
@@ -87,7 +87,7 @@ def host_path_notes(plans: Sequence[VMPlan]) -> list[str]:
         "by name only (plan is offline); the operator also checks the real file on the host "
         "(symlinks resolved, a regular file inside the allowed directory)"
         for plan in plans
-        for field, path in boot_files(plan.pod.boot)
+        for field, path in host_files(plan.pod)
     ]
 
 

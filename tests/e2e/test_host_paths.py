@@ -1,4 +1,5 @@
-"""A tenant names host files in `spec.boot`: refused unless an admin allowed the directory.
+"""A tenant names host files (`spec.boot`, a host-path image): refused unless an admin
+allowed the directory.
 
 Refused: `Valid=False` naming the field and the rule, one Warning Event, no domain, and
 other VirtualPods keep being served. Allowed: the disk is attached read-only, and on a
@@ -81,6 +82,12 @@ async def test_host_files_are_refused_by_default(env: Env) -> None:
     )
     await _refused(env, kernel, "spec.boot.kernel.initrd", "hostPaths.allowed is empty")
 
+    image = unique("image")
+    manifest = vpod(image)
+    manifest["spec"]["containers"][0]["image"] = "file:///dev/vda"
+    await env.kube.create(manifest)
+    await _refused(env, image, "spec.containers[0].image", "hostPaths.allowed is empty")
+
     good = unique("good")
     await env.kube.create(vpod(good))
     await wait_phase(env, good, "Running")
@@ -96,6 +103,12 @@ async def test_allowed_directory_is_checked_on_the_real_path(env: Env, images: P
     linked = unique("linked")
     await env.kube.create(vpod(linked, boot=_disk(images / "shadow")))
     await _refused(env, linked, "spec.boot.disk.path", "real path '/etc/shadow' is outside")
+
+    image = unique("image")
+    manifest = vpod(image)
+    manifest["spec"]["containers"][0]["image"] = str(images / "shadow")
+    await env.kube.create(manifest)
+    await _refused(env, image, "spec.containers[0].image", "real path '/etc/shadow' is outside")
 
     good = unique("good")
     await env.kube.create(vpod(good))

@@ -210,3 +210,20 @@ def test_a_remote_libvirt_uri_refuses_host_paths(tmp_path: Path) -> None:
 def test_a_plan_without_host_files_is_unchanged() -> None:
     plan = plan_virtualpod(virtualpod(container()), Settings())
     assert checked_plan(plan, Settings()) is plan
+
+
+def test_a_host_path_image_is_imported_from_its_real_path(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    settings = Settings(host_paths=HostPaths(allowed=(f"{tmp_path}/images",)))
+    link = _symlink(tmp_path, "current", f"{tmp_path}/images/disk.qcow2")
+    plan = checked_plan(
+        plan_virtualpod(virtualpod({**container(), "image": link}), settings), settings
+    )
+    assert plan.workload is not None
+    assert plan.workload.image.location == f"{tmp_path}/images/disk.qcow2"
+
+    thief = virtualpod({**container(), "image": _symlink(tmp_path, "shadow", "/etc/shadow")})
+    with pytest.raises(HostPathError) as refused:
+        checked_plan(plan_virtualpod(thief, settings), settings)
+    assert [error.path for error in refused.value.errors] == ["spec.containers[0].image"]
+    assert "real path '/etc/shadow' is outside" in str(refused.value)

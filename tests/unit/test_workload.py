@@ -21,11 +21,13 @@ from virtualpod.core.cloudinit import (
 from virtualpod.core.nic import mac_address
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.seed import build_seed_iso, read_seed_iso
-from virtualpod.core.settings import Settings
+from virtualpod.core.settings import HostPaths, Settings
 from virtualpod.core.spec import SpecError, parse_virtualpod
 from virtualpod.core.workload import KeyRef, SourceKind
 
 IMAGE = "/srv/images/guest.qcow2"
+#: Host-path images are an admin's opt-in (docs/security.md).
+ALLOWED = HostPaths(allowed=("/srv/images",))
 TOKEN = KeyRef(SourceKind.SECRET, "creds", "token")
 
 
@@ -158,7 +160,7 @@ def test_meta_data_and_user_override_and_seed_iso_round_trip():
 
 
 def rendered(manifest: dict, settings: Settings | None = None) -> tuple[object, ET.Element]:
-    plan = plan_virtualpod(manifest, settings or Settings())
+    plan = plan_virtualpod(manifest, settings or Settings(host_paths=ALLOWED))
     return plan, ET.fromstring(plan.domain_xml)
 
 
@@ -186,7 +188,7 @@ def test_domain_gets_overlay_seed_and_nic_only_with_an_image():
 
 
 def test_network_from_settings_and_user_mode_needs_no_libvirt_network():
-    _, root = rendered(virtualpod(app()), Settings(network="user"))
+    _, root = rendered(virtualpod(app()), Settings(network="user", host_paths=ALLOWED))
     nic = root.find("devices/interface")
     assert nic.get("type") == "user"
     assert nic.find("source") is None
@@ -208,7 +210,7 @@ def test_workload_domains_define_on_the_test_driver(network):
     conn = libvirt.open("test:///default")
     try:
         manifest = virtualpod(app(), name=f"define-{network}")
-        plan = plan_virtualpod(manifest, Settings(network=network))
+        plan = plan_virtualpod(manifest, Settings(network=network, host_paths=ALLOWED))
         domain = conn.defineXML(plan.domain_xml)
         try:
             echoed = ET.fromstring(domain.XMLDesc())

@@ -1,12 +1,13 @@
-"""The host side of the `spec.boot` host-path rule: the real file, where QEMU opens it.
+"""The host side of the host-path rule: the real file, on the host where it is opened.
 
-Runs on the libvirt host, in the operator that defines the domain, just before the
-domain is defined. The name rule (`virtualpod.core.host_paths`) is applied again, then
-the real path: every symlink resolved, it must still lie inside the real path of an
-allowed directory, outside /proc, /sys and /dev, and be a regular file (no block or
-character device, FIFO, socket or directory). The domain is then rendered with the real
-paths, so a symlink swapped afterwards changes nothing. A refusal is a `SpecError`: the
-operator reports it as `Valid=False` with a Warning Event and defines no domain.
+Runs on the libvirt host, in the operator, just before the domain is defined and before
+a host-path image is imported into the image store. The name rule
+(`virtualpod.core.host_paths`) is applied again, then the real path: every symlink
+resolved, it must still lie inside the real path of an allowed directory, outside
+/proc, /sys and /dev, and be a regular file (no block or character device, FIFO, socket
+or directory). The plan then carries the real paths (the domain XML, the image to
+import), so a symlink swapped afterwards changes nothing. A refusal is a `SpecError`:
+the operator reports it as `Valid=False` with a Warning Event and defines no domain.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import stat
 
 from virtualpod.core.host_paths import (
     SETTING,
-    boot_files,
     forbidden_root,
+    host_files,
     is_remote_uri,
     is_within,
     lexical_refusal,
 )
-from virtualpod.core.plan import VMPlan, plan_with_boot
+from virtualpod.core.plan import VMPlan, plan_with_real_paths
 from virtualpod.core.settings import Settings
-from virtualpod.core.spec import DiskBoot, FieldError, KernelBoot, SpecError
+from virtualpod.core.spec import FieldError, SpecError
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -65,35 +66,24 @@ def real_file_refusal(path: str, allowed: tuple[str, ...]) -> tuple[str | None, 
     return None, real
 
 
-def checked_boot(
-    boot: DiskBoot | KernelBoot, settings: Settings
-) -> tuple[DiskBoot | KernelBoot, list[FieldError]]:
-    """`boot` with every file replaced by its real path, and every refusal with its field."""
-    allowed = settings.host_paths.allowed
+def checked_plan(plan: VMPlan, settings: Settings) -> VMPlan:
+    """The plan with its host files checked on this host and replaced by their real
+    paths; raises HostPathError naming every refused field."""
+    files = host_files(plan.pod)
+    if not files:
+        return plan
     refusals: list[FieldError] = []
     real: dict[str, str] = {}
-    for field, path in boot_files(boot):
+    for field, path in files:
         if is_remote_uri(settings.libvirt_uri):
             reason: str | None = (
                 f"{path!r} refused: libvirtURI {settings.libvirt_uri!r} names another "
                 "host, where this operator cannot check the file"
             )
         else:
-            reason, real[path] = real_file_refusal(path, allowed)
+            reason, real[path] = real_file_refusal(path, settings.host_paths.allowed)
         if reason is not None:
             refusals.append(FieldError(field, reason))
-    if isinstance(boot, DiskBoot):
-        return DiskBoot(path=real.get(boot.path, boot.path), format=boot.format), refusals
-    initrd = real.get(boot.initrd, boot.initrd) if boot.initrd else None
-    resolved = KernelBoot(path=real.get(boot.path, boot.path), initrd=initrd, cmdline=boot.cmdline)
-    return resolved, refusals
-
-
-def checked_plan(plan: VMPlan, settings: Settings) -> VMPlan:
-    """The plan with its boot files checked on this host; raises HostPathError."""
-    if plan.domain.boot is None:
-        return plan
-    boot, refusals = checked_boot(plan.domain.boot, settings)
     if refusals:
         raise HostPathError(refusals)
-    return plan_with_boot(plan, boot)
+    return plan_with_real_paths(plan, real)
