@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from virtualpod.core.host_paths import boot_files
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.quantity import format_bytes, format_cpu
 from virtualpod.core.settings import Settings, SettingsError, load_settings
@@ -77,6 +78,17 @@ def plan_files(
         if not found:
             failures.append(PlanFailure(path, "file", f"no {KIND} found"))
     return plans, failures
+
+
+def host_path_notes(plans: Sequence[VMPlan]) -> list[str]:
+    """`plan` checks host paths by name only: say so for every one it let through."""
+    return [
+        f"VirtualPod {plan.namespace}/{plan.name}: {field}: {path!r} is inside hostPaths.allowed "
+        "by name only (plan is offline); the operator also checks the real file on the host "
+        "(symlinks resolved, a regular file inside the allowed directory)"
+        for plan in plans
+        for field, path in boot_files(plan.pod.boot)
+    ]
 
 
 def plan_json(plan: VMPlan) -> dict[str, Any]:
@@ -176,6 +188,8 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write("".join(plan.domain_xml for plan in plans))
     elif plans:
         out.write(plan_table(plans))
+    for note in host_path_notes(plans):
+        err.write(f"note: {note}\n")
     for failure in failures:
         err.write(f"error: {failure}\n")
     return 1 if failures else 0
