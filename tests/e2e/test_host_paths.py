@@ -115,6 +115,28 @@ async def test_allowed_directory_is_checked_on_the_real_path(env: Env, images: P
     await wait_phase(env, good, "Running")
 
 
+async def test_a_boot_disk_not_there_yet_waits_without_a_domain(env: Env, images: Path) -> None:
+    settings = replace(env.settings, host_paths=HostPaths(allowed=(str(images),)))
+    await env.start_operator(settings)
+    name = unique("later")
+    later = images / "later.img"
+    await env.kube.create(vpod(name, boot=_disk(later)))
+    obj = await wait_phase(env, name, "Pending")
+    ready = condition(obj, "Ready")
+    assert ready is not None
+    assert ready["reason"] == "HostFileMissing"
+    assert "spec.boot.disk.path" in ready["message"]
+
+    async def warned() -> bool:
+        events = await env.kube.events(env.namespace, name)
+        return any(e["reason"] == "HostFileMissing" for e in events)
+
+    await async_wait_for(warned, timeout=10, what="HostFileMissing Warning Event")
+    assert not any(name in d.name for d in await env.hv.list_domains())
+    later.write_bytes((images / "guest.img").read_bytes())
+    await wait_phase(env, name, "Running", timeout=30)
+
+
 @pytest.mark.parametrize(
     ("read_only", "write"), [(True, "VPDISK WRITE REFUSED"), (False, "VPDISK WRITE OK")]
 )
