@@ -23,8 +23,8 @@ from virtualpod.core.spec import SuspendMode, VirtualPod, parse_virtualpod
 from virtualpod.core.tuning import (
     CpuTune,
     MemTune,
-    cpu_weight_from_shares,
     cputune,
+    cputune_for_cgroup,
     memtune,
     oom_score_adj,
 )
@@ -89,18 +89,13 @@ def plan_virtualpod(
     priority = effective_priority(pod, priority_classes or {})
     suspend_mode = pod.suspend_mode or settings.eviction.suspend_mode
     name = domain_name(pod.namespace, pod.name)
-    written_cpu = (
-        CpuTune(cpu_weight_from_shares(cpu.shares), cpu.period_us, cpu.quota_us)
-        if cgroup_version == 2
-        else cpu
-    )
     domain = DomainSpec(
         name=name,
         uuid=domain_uuid(pod.namespace, pod.name, pod.uid),
         domain_type=settings.domain_type,
         vcpus=size.vcpus,
         memory_bytes=size.memory_bytes,
-        cputune=written_cpu,
+        cputune=cputune_for_cgroup(cpu, cgroup_version),
         memtune=memory,
         metadata=DomainMetadata(
             namespace=pod.namespace,
