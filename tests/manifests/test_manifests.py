@@ -134,7 +134,8 @@ def schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
 def test_printer_columns_point_at_declared_fields(crd: dict[str, Any]) -> None:
     (version,) = crd["spec"]["versions"]
     columns = {column["name"]: column for column in version["additionalPrinterColumns"]}
-    assert list(columns) == ["QoS", "Phase", "Reason", "vCPUs", "Memory", "Host", "Age"]
+    assert list(columns) == ["QoS", "Phase", "Reason", "vCPUs", "Memory", "Host", "IP", "Age"]
+    assert columns["IP"]["priority"] == 1  # kubectl get -o wide
     schema = version["schema"]["openAPIV3Schema"]
     for name, column in columns.items():
         if name != "Age":
@@ -254,6 +255,42 @@ GOOD = {
     "priority and class, suspend mode, node": vpod(
         priority=-5, priorityClassName="batch-low", suspendMode="Pause", nodeName="host-1.lab"
     ),
+    "placement as in a PodSpec": vpod(
+        nodeSelector={"disk": "ssd"},
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "vm", "effect": "NoSchedule"}
+        ],
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 10,
+                        "preference": {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "In", "values": ["n1"]}
+                            ]
+                        },
+                    }
+                ],
+            },
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 50,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"app": "db"}},
+                        },
+                    }
+                ]
+            },
+        },
+    ),
 }
 
 
@@ -360,6 +397,8 @@ BAD = {
     "priority not an integer": (vpod(priority="high"), "is not of type 'integer'"),
     "priority class not a DNS subdomain": (vpod(priorityClassName="Batch_Low"), "does not match"),
     "node name not a DNS subdomain": (vpod(nodeName="host 1"), "does not match"),
+    "node selector value not a string": (vpod(nodeSelector={"disk": 1}), "is not of type"),
+    "tolerations not a list": (vpod(tolerations={"key": "a"}), "is not of type"),
 }
 
 
@@ -413,6 +452,14 @@ STATUS = {
     "reason": "MemoryPressure",
     "message": "suspended to free memory: host memory.available 80Mi < 100Mi",
     "observedGeneration": 3,
+    "podName": "web",
+    "nodeName": "node-a",
+    "admitted": {
+        "containers": [
+            {"name": "app", "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": 1}}}
+        ],
+        "initContainers": [],
+    },
     "suspendedAt": "2025-01-01T00:00:00Z",
     "suspendReason": "MemoryPressure",
     "vm": {
