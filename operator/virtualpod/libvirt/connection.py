@@ -144,6 +144,10 @@ class Connection:
                 raise translate(e) from e
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(conn, *args)` in the libvirt thread pool, for the other libvirt/ modules."""
+        return await self._call(fn, *args)
+
     async def _with_domain(self, uuid: str, fn: Callable[[Any], T]) -> T:
         """Run fn(domain) in a thread on the domain with `uuid`; raises DomainNotFound."""
         return await self._call(lambda conn: fn(self._dom(conn, uuid)))

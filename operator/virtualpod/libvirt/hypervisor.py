@@ -17,6 +17,9 @@ module              what
 `host`              host memory and cpus, QEMU pid and OOM score
 `metadata`          runtime metadata elements kept in the domain
 `sync`              `DomainManager.sync(plan)`: one reconcile in one call
+`storage`, `images` workload disks: pools, base images, overlays, seeds (own classes
+`download`          over `Hypervisor.run`), image fetch
+`network`           networks, addresses, hostPort forwards
 ==================  ==========================================================
 
 No formulas here: shares, quota, weight and OOM score come from `core.tuning`, units

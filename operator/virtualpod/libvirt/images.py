@@ -1,0 +1,73 @@
+"""A local file of a VM image, for the one time its base volume is imported.
+
+A host path is used where it is (checked first: it must exist, be a regular file and be
+readable); an http(s) image is downloaded into a private temporary directory, checked
+against its pinned digest and removed once imported. Failures carry the condition
+reason the user sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from virtualpod.core.image import ImageRef, image_file_name
+from virtualpod.libvirt.download import DownloadFailed, download
+from virtualpod.libvirt.storage import StorageError
+
+
+def check_host_image(path: str) -> None:
+    """A host image must be a readable regular file; raises StorageError otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as error:
+        raise StorageError("ImageMissing", f"image {path} does not exist") from error
+    except OSError as error:
+        raise StorageError("ImageUnreadable", f"image {path}: {error.strerror}") from error
+    if not stat.S_ISREG(mode):
+        raise StorageError("ImageUnreadable", f"image {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise StorageError("ImageUnreadable", f"image {path} is not readable")
+
+
+@contextlib.asynccontextmanager
+async def local_image(image: ImageRef, timeout: float) -> AsyncIterator[Path]:
+    """The image as a local file for the duration of the `async with`."""
+    if not image.is_download:
+        check_host_image(image.location)
+        if image.sha256 is not None:
+            await asyncio.to_thread(_check_digest, Path(image.location), image.sha256)
+        yield Path(image.location)
+        return
+    directory = Path(tempfile.mkdtemp(prefix="virtualpod-image-"))
+    try:
+        dest = directory / image_file_name(image)
+        try:
+            await asyncio.to_thread(
+                download, image.location, dest, sha256=image.sha256, timeout=timeout
+            )
+        except DownloadFailed as error:
+            raise StorageError(error.reason, str(error)) from error
+        yield dest
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _check_digest(path: Path, sha256: str) -> None:
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        raise StorageError(
+            "ChecksumMismatch",
+            f"image {path}: sha256 is {digest.hexdigest()}, the image reference pins {sha256}",
+        )
