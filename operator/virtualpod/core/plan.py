@@ -17,7 +17,7 @@ from virtualpod.core.domain import (
     domain_uuid,
     render_domain,
 )
-from virtualpod.core.host_paths import boot_refusals
+from virtualpod.core.host_paths import boot_refusals, lexical_refusal
 from virtualpod.core.image import ImageRef
 from virtualpod.core.nic import Nic, mac_address
 from virtualpod.core.qos import QOSClass, qos_class
@@ -25,6 +25,7 @@ from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.sizing import VMSize, pod_requests, vm_size
 from virtualpod.core.spec import (
     DiskBoot,
+    FieldError,
     KernelBoot,
     SpecError,
     SuspendMode,
@@ -56,6 +57,17 @@ class Workload:
     nic: Nic
     #: Container ports with a hostPort (forwarded on user-mode NICs).
     host_ports: tuple[ContainerPort, ...]
+
+
+IMAGE_FIELD = "spec.containers[0].image"
+
+
+def image_refusals(image: ImageRef | None, allowed: tuple[str, ...]) -> list[FieldError]:
+    """A host-path image follows the `hostPaths` rule of `spec.boot` files (by name here)."""
+    if image is None or image.is_download:
+        return []
+    reason = lexical_refusal(image.location, allowed)
+    return [] if reason is None else [FieldError(IMAGE_FIELD, reason)]
 
 
 def plan_workload(pod: VirtualPod, uuid: str, settings: Settings) -> Workload | None:
@@ -146,7 +158,9 @@ def plan_virtualpod(
     operator checks the real files on the host too (`virtualpod.libvirt.host_paths`).
     """
     pod = manifest if isinstance(manifest, VirtualPod) else parse_virtualpod(manifest)
-    refused = boot_refusals(pod.boot, settings.host_paths.allowed)
+    refused = boot_refusals(pod.boot, settings.host_paths.allowed) + image_refusals(
+        pod.image, settings.host_paths.allowed
+    )
     if refused:
         raise SpecError(refused)
     qos = qos_class(pod)
