@@ -53,6 +53,8 @@ class DomainSpec:
     boot: DiskBoot | KernelBoot | None = None
     console_log: str | None = None
     memory_stats_period_s: int = 5
+    #: A disk from a host path is attached `<readonly/>` unless the admin allows writing.
+    disk_read_only: bool = True
     #: Storage volumes the workload runs from (root overlay, cloud-init seed).
     disks: tuple[VolumeDisk, ...] = ()
     nics: tuple[Nic, ...] = ()
@@ -157,6 +159,8 @@ def _render_devices(devices: ET.Element, spec: DomainSpec) -> None:
         _sub(disk, "driver", name="qemu", type=spec.boot.format.value)
         _sub(disk, "source", file=spec.boot.path)
         _sub(disk, "target", dev="vda", bus="virtio")
+        if spec.disk_read_only:
+            _sub(disk, "readonly")
     for volume in spec.disks:
         render_disk(devices, volume)
     for nic in spec.nics:

@@ -35,6 +35,7 @@ from virtualpod.kube.context import AgentContext, Written
 from virtualpod.kube.reporters import info, warn
 from virtualpod.kube.runtime import runtime_status
 from virtualpod.kube.workload import discard_workload, prepare_workload
+from virtualpod.libvirt.host_paths import checked_plan
 from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainNotFound,
@@ -153,6 +154,7 @@ async def _reconcile(
             cgroup_version=ctx.cgroup_version,
             priority_classes=ctx.priority_classes(),
         )
+        plan = checked_plan(plan, ctx.settings)  # spec.boot files, on this host
     except SpecError as error:
         message = str(error)
         conditions = set_condition(conditions, "Valid", False, "InvalidSpec", message, generation)
