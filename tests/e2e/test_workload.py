@@ -29,8 +29,8 @@ import pytest
 from tests.e2e.conftest import QEMU_URI, Env, unique
 from tests.waiting import async_wait_for
 from virtualpod.core.domain import domain_name
+from virtualpod.core.host_paths import HostPaths
 from virtualpod.core.image import parse_image
-from virtualpod.core.settings import HostPaths, Settings
 from virtualpod.core.storage import root_volume, seed_volume
 from virtualpod.libvirt.storage import Storage
 
@@ -56,12 +56,6 @@ def workload(name: str, image: str, **container: Any) -> dict[str, Any]:
             **spec,
         },
     }
-
-
-def allowing(env: Env, *paths: str | Path) -> Settings:
-    """The env's settings with the directories of `paths` in hostPaths.allowed."""
-    allowed = tuple(sorted({str(Path(path).parent) for path in paths}))
-    return replace(env.settings, host_paths=HostPaths(allowed=allowed))
 
 
 async def create_object(env: Env, plural: str, manifest: dict[str, Any]) -> None:
@@ -126,6 +120,11 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     httpd.server_close()
 
 
+def allowing(env: Env, directory: Path | str) -> Any:
+    """The env's settings with `directory` in hostPaths.allowed."""
+    return replace(env.settings, host_paths=HostPaths(allowed=(str(directory),)))
+
+
 async def volumes(env: Env, uuid: str) -> list[str]:
     storage = Storage(env.hv, env.settings.storage)
     return [
@@ -139,9 +138,9 @@ async def volumes(env: Env, uuid: str) -> list[str]:
 async def test_missing_image_is_a_condition_then_runs_once_it_appears(
     env: Env, tmp_path: Path
 ) -> None:
-    path = tmp_path / "later.raw"
-    await env.start_operator(allowing(env, path))
+    await env.start_operator(allowing(env, tmp_path))
     name = unique("noimg")
+    path = tmp_path / "later.raw"
     created = await env.kube.create(workload(name, str(path)))
     obj = await wait_ready_reason(env, name, "ImageMissing")
     assert obj["status"]["phase"] == "Pending"
@@ -157,7 +156,7 @@ async def test_missing_image_is_a_condition_then_runs_once_it_appears(
 
 @pytest.mark.usefixtures("test_driver_only")
 async def test_missing_network_and_secret_key_are_conditions(env: Env, disk_file: Path) -> None:
-    await env.start_operator(allowing(env, disk_file))
+    await env.start_operator(allowing(env, disk_file.parent))
     no_net = unique("nonet")
     await env.kube.create(workload(no_net, str(disk_file), spec={"network": "absent"}))
     no_key = unique("nokey")
@@ -221,7 +220,7 @@ async def _gone(env: Env, name: str) -> bool:
 
 @pytest.mark.usefixtures("test_driver_only")
 async def test_address_disk_and_columns_of_a_running_workload(env: Env, disk_file: Path) -> None:
-    await env.start_operator(allowing(env, disk_file))
+    await env.start_operator(allowing(env, disk_file.parent))
     name = unique("addr")
     manifest = workload(name, f"file://{disk_file}")
     manifest["spec"]["containers"][0]["resources"]["limits"]["ephemeral-storage"] = "3Gi"
@@ -291,16 +290,8 @@ def qemu_only(env: Env) -> None:
 async def test_two_vms_boot_one_image_run_their_command_and_answer_on_loopback(
     env: Env, workload_guest: dict[str, str]
 ) -> None:
-    settings = replace(
-        allowing(
-            env,
-            workload_guest["WORKLOAD_KERNEL"],
-            workload_guest["WORKLOAD_INITRD"],
-            workload_guest["WORKLOAD_IMAGE"],
-        ),
-        domain_type="qemu",
-        network="user",
-    )
+    guest_dir = Path(workload_guest["WORKLOAD_IMAGE"]).parent
+    settings = replace(allowing(env, guest_dir), domain_type="qemu", network="user")
     await env.start_operator(settings)
     secret = unique("greeting")
     await create_object(

@@ -45,9 +45,10 @@ def image_file(tmp_path: Path) -> Path:
 async def overlay(
     storage: Storage, image: ImageRef, uuid: str, limit: int | None = None
 ) -> VolumeInfo:
+    allowed = (str(Path(image.location).parent),)
     return await storage.root_disk(
         image,
-        lambda: local_image(image, 5),
+        lambda: local_image(image, 5, allowed),
         root_volume(uuid),
         lambda info: overlay_size(limit, None, info.virtual_size_bytes),
     )
@@ -104,7 +105,8 @@ async def test_an_existing_overlay_is_kept_as_it_is(storage: Storage, image_file
     ("make", "reason"),
     [
         (lambda tmp: f"{tmp}/absent.qcow2", "ImageMissing"),
-        (lambda tmp: str(tmp), "ImageUnreadable"),  # a directory
+        (lambda tmp: _dir(tmp), "ImageRefused"),  # a directory
+        (lambda tmp: _link(tmp, "/etc/hostname"), "ImageRefused"),  # real path outside
         (lambda tmp: f"{_file(tmp)}#sha256={'0' * 64}", "ChecksumMismatch"),
         (lambda tmp: _sparse(tmp, 2**43), "PoolFull"),  # 8 TiB: more than the pools hold
     ],
@@ -119,6 +121,16 @@ async def test_refusals_name_their_reason_and_leave_nothing(
     assert caught.value.reason == reason
     assert await storage.volume(root_volume(uuid)) is None
     assert await storage.base(image) is None
+
+
+def _dir(tmp: Path) -> str:
+    (tmp / "dir").mkdir()
+    return str(tmp / "dir")
+
+
+def _link(tmp: Path, target: str) -> str:
+    (tmp / "link.raw").symlink_to(target)
+    return str(tmp / "link.raw")
 
 
 def _file(tmp: Path) -> str:

@@ -88,7 +88,11 @@ class Workloads:
                 created.append(workload.root_volume)
                 await storage.root_disk(
                     workload.image,
-                    lambda: local_image(workload.image, self.settings.storage.download_timeout_s),
+                    lambda: local_image(
+                        workload.image,
+                        self.settings.storage.download_timeout_s,
+                        self.settings.host_paths.allowed,
+                    ),
                     workload.root_volume,
                     lambda info: overlay_size(
                         workload.storage_limit_bytes,
