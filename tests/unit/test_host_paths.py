@@ -11,7 +11,8 @@ import uuid as uuidlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from tests.unit.manifests import container, virtualpod
@@ -178,6 +179,7 @@ def test_plan_says_when_the_settings_refuse_a_path_and_that_it_checks_names_only
 DNS_LABEL = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
+@hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     namespace=DNS_LABEL,
     name=DNS_LABEL,
@@ -205,6 +207,7 @@ def test_operator_files_land_directly_in_the_operators_directories(
         assert volume.startswith(plan.uuid)
 
 
+@hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=string.printable, min_size=1).map(lambda tail: f"/srv/images/{tail}"))
 def test_base_image_names_are_plain_file_names_whatever_the_source(location: str) -> None:
     name = image_file_name(ImageRef(ImageKind.PATH, location))
@@ -213,6 +216,7 @@ def test_base_image_names_are_plain_file_names_whatever_the_source(location: str
     assert not name.startswith(".")
 
 
+@hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=string.ascii_letters + string.digits + "./-_ \\", min_size=1))
 def test_names_that_could_steer_a_path_are_refused(text: str) -> None:
     if not any(ch in text for ch in "./\\_ ") and text == text.lower():
