@@ -18,7 +18,7 @@ from virtualpod.core.domain import (
 )
 from virtualpod.core.qos import QOSClass, qos_class
 from virtualpod.core.settings import Amount, Settings
-from virtualpod.core.sizing import VMSize, pod_requests, vm_size
+from virtualpod.core.sizing import VMSize, check_vm_size, pod_requests, vm_size
 from virtualpod.core.spec import SuspendMode, VirtualPod, parse_virtualpod
 from virtualpod.core.tuning import (
     CpuTune,
@@ -27,6 +27,7 @@ from virtualpod.core.tuning import (
     cputune,
     memtune,
     oom_score_adj,
+    vmm_overhead_bytes,
 )
 
 
@@ -83,6 +84,7 @@ def plan_virtualpod(
     pod = manifest if isinstance(manifest, VirtualPod) else parse_virtualpod(manifest)
     qos = qos_class(pod)
     size = vm_size(pod, settings)
+    check_vm_size(size, vmm_overhead_bytes(size, settings.vmm_overhead))
     requests = pod_requests(pod)
     cpu = cputune(pod)
     memory = memtune(pod, qos, size, settings.vmm_overhead)

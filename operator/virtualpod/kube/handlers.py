@@ -822,14 +822,21 @@ class PressureReporter:
 # ------------------------------------------------------------------- kopf wiring
 
 
-def assigned_here(spec: Mapping[str, Any], memo: Any, **_: Any) -> bool:
-    """`spec.nodeName` unset means this host; set to another host means not ours."""
+def assigned_here(body: Mapping[str, Any], memo: Any, **_: Any) -> bool:
+    """`spec.nodeName` unset means this host; set to another host means not ours.
+
+    Read from the raw body: kopf's `spec` view raises on a spec that is not an object,
+    and such an object is ours to report as invalid, as is a nodeName that is no string.
+    """
+    spec = body.get("spec")
     node = spec.get("nodeName") if isinstance(spec, Mapping) else None
-    return not node or node == context(memo).host_name
+    return not isinstance(node, str) or not node or node == context(memo).host_name
 
 
-def is_pending(spec: Mapping[str, Any], status: Mapping[str, Any], memo: Any, **_: Any) -> bool:
-    return assigned_here(spec, memo) and (status or {}).get("phase") == "Pending"
+def is_pending(body: Mapping[str, Any], memo: Any, **_: Any) -> bool:
+    status = body.get("status")
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    return assigned_here(body, memo) and phase == "Pending"
 
 
 def configure(settings: kopf.OperatorSettings, host_name: str) -> None:
@@ -884,7 +891,7 @@ def virtualpods_by_uuid(
             "uid": meta.get("uid"),
             "generation": meta.get("generation"),
             "deleting": bool(meta.get("deletionTimestamp")),
-            "here": assigned_here(spec, memo),
+            "here": assigned_here(body, memo),
             "requests": (plan.requests.cpu_millis, plan.requests.memory_bytes),
             "size": (plan.size.vcpus, plan.size.memory_bytes),
             "phase": status.get("phase"),
