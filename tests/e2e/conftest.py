@@ -25,13 +25,12 @@ from typing import Any
 import kopf
 import pytest
 
-import virtualpod.kube.handlers  # noqa: F401  (registers the handlers)
 from tests.e2e.kube import Kube
 from tests.waiting import async_wait_for
 from virtualpod.core.domain import domain_name
 from virtualpod.core.settings import Settings
-from virtualpod.kube.handlers import OperatorContext, context
-from virtualpod.kube.runner import build_memo
+from virtualpod.kube.context import AgentContext, Role, context
+from virtualpod.kube.runner import build_memo, build_registry
 from virtualpod.libvirt.hypervisor import Hypervisor
 from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator
 
@@ -58,7 +57,8 @@ class Operator:
     #: Run the pressure monitor, as `virtualpod run` does.
     pressure: bool = False
     #: Adjusts the context before the operator starts (e.g. a shorter restart back-off).
-    prepare: Callable[[OperatorContext], None] | None = None
+    prepare: Callable[[AgentContext], None] | None = None
+    role: Role = Role.ALL
     memo: Any = None
     thread: threading.Thread | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -68,7 +68,7 @@ class Operator:
     ready_flag: threading.Event = field(default_factory=threading.Event)
 
     @property
-    def ctx(self) -> OperatorContext:
+    def ctx(self) -> AgentContext:
         return context(self.memo)
 
     def _run(self) -> None:
@@ -80,6 +80,7 @@ class Operator:
             kopf.operator(
                 clusterwide=True,
                 standalone=True,
+                registry=build_registry(self.role),
                 memo=self.memo,
                 stop_flag=self.stop_flag,
                 ready_flag=self.ready_flag,
@@ -96,13 +97,18 @@ class Operator:
             loop.close()
 
     async def start(self) -> None:
-        self.memo = build_memo(self.settings, api_url=self.api_url, pressure=self.pressure)
+        self.memo = build_memo(
+            self.settings, self.role, api_url=self.api_url, pressure=self.pressure
+        )
         if self.prepare is not None:
             self.prepare(self.ctx)
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
         self.thread.start()
+
+        # Another operator's watch may be open already: wait for one more.
+        baseline = self.emulator.watchers.get(VPODS, 0) if self.emulator is not None else 0
 
         async def watching() -> bool:
             assert self.thread is not None
@@ -113,7 +119,7 @@ class Operator:
             if self.pressure and self.ctx.pressure is None:
                 return False
             if self.emulator is not None:
-                return self.emulator.watchers.get(VPODS, 0) > 0
+                return self.emulator.watchers.get(VPODS, 0) > baseline
             return True
 
         await async_wait_for(watching, timeout=20, what="operator watching VirtualPods")
@@ -164,9 +170,12 @@ class Env:
         settings: Settings | None = None,
         *,
         pressure: bool = False,
-        prepare: Callable[[OperatorContext], None] | None = None,
+        prepare: Callable[[AgentContext], None] | None = None,
+        role: Role = Role.ALL,
     ) -> Operator:
-        op = Operator(self.api_url, settings or self.settings, self.emulator, pressure, prepare)
+        op = Operator(
+            self.api_url, settings or self.settings, self.emulator, pressure, prepare, role
+        )
         self.operators.append(op)
         return op
 
@@ -175,9 +184,10 @@ class Env:
         settings: Settings | None = None,
         *,
         pressure: bool = False,
-        prepare: Callable[[OperatorContext], None] | None = None,
+        prepare: Callable[[AgentContext], None] | None = None,
+        role: Role = Role.ALL,
     ) -> Operator:
-        op = self.operator(settings, pressure=pressure, prepare=prepare)
+        op = self.operator(settings, pressure=pressure, prepare=prepare, role=role)
         await op.start()
         return op
 

@@ -7,8 +7,9 @@ One pure function composes the core (spec, qos, sizing, tuning, domain). The ope
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from virtualpod.core.disks import workload_disks
 from virtualpod.core.domain import (
     DomainMetadata,
     DomainSpec,
@@ -16,10 +17,22 @@ from virtualpod.core.domain import (
     domain_uuid,
     render_domain,
 )
+from virtualpod.core.host_paths import boot_refusals, lexical_refusal
+from virtualpod.core.image import ImageRef
+from virtualpod.core.nic import Nic, mac_address
 from virtualpod.core.qos import QOSClass, qos_class
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.sizing import VMSize, check_vm_size, pod_requests, vm_size
-from virtualpod.core.spec import SuspendMode, VirtualPod, parse_virtualpod
+from virtualpod.core.spec import (
+    DiskBoot,
+    FieldError,
+    KernelBoot,
+    SpecError,
+    SuspendMode,
+    VirtualPod,
+    parse_virtualpod,
+)
+from virtualpod.core.storage import root_volume, seed_volume
 from virtualpod.core.tuning import (
     CpuTune,
     MemTune,
@@ -29,6 +42,54 @@ from virtualpod.core.tuning import (
     oom_score_adj,
     vmm_overhead_bytes,
 )
+from virtualpod.core.workload import ContainerPort
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a VM with an image runs from: base image, its volumes, its NIC and ports."""
+
+    image: ImageRef
+    root_volume: str
+    seed_volume: str
+    #: The first app container's ephemeral-storage (limit, request): the overlay's size.
+    storage_limit_bytes: int | None
+    storage_request_bytes: int | None
+    nic: Nic
+    #: Container ports with a hostPort (forwarded on user-mode NICs).
+    host_ports: tuple[ContainerPort, ...]
+
+
+IMAGE_FIELD = "spec.containers[0].image"
+
+
+def image_refusals(image: ImageRef | None, allowed: tuple[str, ...]) -> list[FieldError]:
+    """A host-path image follows the `hostPaths` rule of `spec.boot` files (by name here)."""
+    if image is None or image.is_download:
+        return []
+    reason = lexical_refusal(image.location, allowed)
+    return [] if reason is None else [FieldError(IMAGE_FIELD, reason)]
+
+
+def plan_workload(pod: VirtualPod, uuid: str, settings: Settings) -> Workload | None:
+    """The workload of a VirtualPod whose first app container names a VM disk image."""
+    if pod.image is None:
+        return None
+    first = pod.containers[0]
+    return Workload(
+        image=pod.image,
+        root_volume=root_volume(uuid),
+        seed_volume=seed_volume(uuid),
+        storage_limit_bytes=first.limits.ephemeral_storage_bytes,
+        storage_request_bytes=first.requests.ephemeral_storage_bytes,
+        nic=Nic(pod.network or settings.network, mac_address(uuid)),
+        host_ports=tuple(
+            port
+            for container in pod.containers
+            for port in container.process.ports
+            if port.host_port is not None
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -43,6 +104,7 @@ class VMPlan:
     suspend_mode: SuspendMode
     domain: DomainSpec
     domain_xml: str
+    workload: Workload | None = None
 
     @property
     def name(self) -> str:
@@ -73,6 +135,17 @@ def effective_priority(pod: VirtualPod, priority_classes: Mapping[str, int]) -> 
     return 0
 
 
+def console_log_path(directory: str, domain: str) -> str:
+    """A VM's serial console log: always directly inside the operator's `consoleLogDir`."""
+    return f"{directory.rstrip('/')}/{domain}.console.log"
+
+
+def plan_with_boot(plan: VMPlan, boot: DiskBoot | KernelBoot) -> VMPlan:
+    """The same plan booting from `boot` (the real paths the host check resolved)."""
+    domain = replace(plan.domain, boot=boot)
+    return replace(plan, domain=domain, domain_xml=render_domain(domain))
+
+
 def plan_virtualpod(
     manifest: Mapping[str, object] | VirtualPod,
     settings: Settings,
@@ -80,8 +153,17 @@ def plan_virtualpod(
     cgroup_version: int = 1,
     priority_classes: Mapping[str, int] | None = None,
 ) -> VMPlan:
-    """Plan one VirtualPod; raises `spec.SpecError` for invalid manifests."""
+    """Plan one VirtualPod; raises `spec.SpecError` for invalid manifests.
+
+    Host paths in `spec.boot` are checked by name against `hostPaths.allowed` here; the
+    operator checks the real files on the host too (`virtualpod.libvirt.host_paths`).
+    """
     pod = manifest if isinstance(manifest, VirtualPod) else parse_virtualpod(manifest)
+    refused = boot_refusals(pod.boot, settings.host_paths.allowed) + image_refusals(
+        pod.image, settings.host_paths.allowed
+    )
+    if refused:
+        raise SpecError(refused)
     qos = qos_class(pod)
     size = vm_size(pod, settings)
     check_vm_size(size, vmm_overhead_bytes(size, settings.vmm_overhead))
@@ -91,6 +173,8 @@ def plan_virtualpod(
     priority = effective_priority(pod, priority_classes or {})
     suspend_mode = pod.suspend_mode or settings.eviction.suspend_mode
     name = domain_name(pod.namespace, pod.name)
+    uuid = domain_uuid(pod.namespace, pod.name, pod.uid)
+    workload = plan_workload(pod, uuid, settings)
     written_cpu = (
         CpuTune(cpu_weight_from_shares(cpu.shares), cpu.period_us, cpu.quota_us)
         if cgroup_version == 2
@@ -98,7 +182,7 @@ def plan_virtualpod(
     )
     domain = DomainSpec(
         name=name,
-        uuid=domain_uuid(pod.namespace, pod.name, pod.uid),
+        uuid=uuid,
         domain_type=settings.domain_type,
         vcpus=size.vcpus,
         memory_bytes=size.memory_bytes,
@@ -115,8 +199,11 @@ def plan_virtualpod(
             generation=pod.generation,
         ),
         boot=pod.boot,
-        console_log=f"{settings.console_log_dir.rstrip('/')}/{name}.console.log",
+        console_log=console_log_path(settings.console_log_dir, name),
         memory_stats_period_s=settings.memory_stats_period_s,
+        disk_read_only=settings.host_paths.read_only,
+        disks=workload_disks(uuid) if workload else (),
+        nics=(workload.nic,) if workload else (),
     )
     return VMPlan(
         pod=pod,
@@ -129,4 +216,5 @@ def plan_virtualpod(
         suspend_mode=suspend_mode,
         domain=domain,
         domain_xml=render_domain(domain),
+        workload=workload,
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from virtualpod.core.host_paths import HostPaths, allowed_directory_problem
 from virtualpod.core.quantity import MIB, QuantityError, parse_bytes, parse_cpu_millis
 from virtualpod.core.spec import SuspendMode
 
@@ -75,6 +76,15 @@ class EvictionSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """Where the two storage pools keep their files, and how long a download may stall."""
+
+    image_dir: str = "/var/lib/virtualpod/images"
+    volume_dir: str = "/var/lib/virtualpod/volumes"
+    download_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Settings:
     default_container_size: Amount = Amount(cpu_millis=1000, memory_bytes=512 * MIB)
     padding: Amount = Amount(cpu_millis=0, memory_bytes=64 * MIB)
@@ -89,7 +99,13 @@ class Settings:
     console_log_dir: str = "/var/log/libvirt/qemu"
     memory_stats_period_s: int = 5
     restart_backoff: RestartBackoff = RestartBackoff()
+    host_paths: HostPaths = field(default_factory=HostPaths)
     eviction: EvictionSettings = field(default_factory=EvictionSettings)
+    storage: StorageSettings = StorageSettings()
+    network: str = "default"
+    host_port_address: str = "127.0.0.1"
+    peering: str = "virtualpod-controller"
+    placeholder_image: str = "registry.k8s.io/pause:3.10"
 
 
 DEFAULTS_YAML = """\
@@ -118,6 +134,15 @@ restartBackoff:           # a VM that stopped outside the operator is started ag
   initial: 10s            # at once, then after `initial` doubling up to `max`;
   max: 5m
   reset: 10m              # a VM that ran this long since its last restart starts over
+hostPaths:                # host directories spec.boot kernel, initrd and disk files may come from
+  allowed: []             # [] = none: spec.boot host paths are refused (docs/security.md)
+  readOnly: true          # disks from these directories are attached read-only
+storage:
+  imageDir: /var/lib/virtualpod/images     # pool virtualpod-images: base images, imported once
+  volumeDir: /var/lib/virtualpod/volumes   # pool virtualpod-volumes: each VM's overlay and seed
+  downloadTimeout: 60s    # an http(s) image download fails after this long without data
+network: default          # libvirt network of each VM's NIC; "user": QEMU user-mode networking
+hostPortAddress: 127.0.0.1   # user-mode NICs: where containers' hostPorts listen on the host
 eviction:
   signal: host            # host: host memory.available; pool: allocatable - VM working sets
   hard:
@@ -135,6 +160,8 @@ eviction:
   psi:
     enabled: false        # also treat /proc/pressure/memory as an early warning
     someAvg10: 10         # percent
+peering: virtualpod-controller  # Kopf peering of the controller replicas (one is active)
+placeholderImage: registry.k8s.io/pause:3.10  # image of the companion Pods' containers
 """
 
 _DURATION = re.compile(r"^(?P<amount>\d+(\.\d+)?)(?P<unit>ms|s|m|h)?$")
@@ -265,7 +292,13 @@ def settings_from_mapping(data: object) -> Settings:
         console_log_dir=root.string("consoleLogDir", base.console_log_dir),
         memory_stats_period_s=int(root.number("memoryStatsPeriod", base.memory_stats_period_s)),
         restart_backoff=_restart_backoff(root.child("restartBackoff"), base.restart_backoff),
+        host_paths=_host_paths(root.child("hostPaths"), base.host_paths),
         eviction=_eviction(root.child("eviction"), base.eviction),
+        storage=_storage(root.child("storage"), base.storage),
+        network=root.string("network", base.network),
+        host_port_address=root.string("hostPortAddress", base.host_port_address),
+        peering=root.string("peering", base.peering),
+        placeholder_image=root.string("placeholderImage", base.placeholder_image),
     )
     root.done()
     if settings.lease_renew_interval_s <= 0:
@@ -275,6 +308,21 @@ def settings_from_mapping(data: object) -> Settings:
     if not settings.console_log_dir.startswith("/"):
         raise SettingsError("consoleLogDir: must be an absolute path")
     return settings
+
+
+def _storage(reader: _Reader, base: StorageSettings) -> StorageSettings:
+    storage = StorageSettings(
+        image_dir=reader.string("imageDir", base.image_dir),
+        volume_dir=reader.string("volumeDir", base.volume_dir),
+        download_timeout_s=reader.duration("downloadTimeout", base.download_timeout_s),
+    )
+    reader.done()
+    for key, directory in (("imageDir", storage.image_dir), ("volumeDir", storage.volume_dir)):
+        if not directory.startswith("/"):
+            raise SettingsError(f"storage.{key}: must be an absolute path")
+    if storage.download_timeout_s <= 0:
+        raise SettingsError("storage.downloadTimeout: must be greater than zero")
+    return storage
 
 
 def _restart_backoff(reader: _Reader, base: RestartBackoff) -> RestartBackoff:
@@ -287,6 +335,24 @@ def _restart_backoff(reader: _Reader, base: RestartBackoff) -> RestartBackoff:
     if backoff.max_s < backoff.initial_s:
         raise SettingsError("restartBackoff.max: must not be less than restartBackoff.initial")
     return backoff
+
+
+def _host_paths(reader: _Reader, base: HostPaths) -> HostPaths:
+    allowed = reader.get("allowed")
+    if allowed is None:
+        allowed = list(base.allowed)
+    if not isinstance(allowed, list):
+        raise SettingsError(f"{reader.key('allowed')}: must be a list of directories")
+    for index, directory in enumerate(allowed):
+        problem = allowed_directory_problem(directory)
+        if problem is not None:
+            raise SettingsError(f"{reader.key('allowed')}[{index}]: {problem}")
+    host_paths = HostPaths(
+        allowed=tuple(str(directory).rstrip("/") for directory in allowed),
+        read_only=reader.flag("readOnly", base.read_only),
+    )
+    reader.done()
+    return host_paths
 
 
 def _eviction(reader: _Reader, base: EvictionSettings) -> EvictionSettings:

@@ -20,7 +20,7 @@ everything it created -- VirtualPods, domains, managed-save images, the namespac
 made -- also on Ctrl-C or failure.
 
 The demo's VirtualPods carry `spec.nodeName` set to a host name of the demo's own, so an
-operator already serving that cluster leaves them alone (handlers.assigned_here).
+operator already serving that cluster leaves them alone (`core.binding.serves`).
 """
 
 from __future__ import annotations
@@ -43,14 +43,15 @@ import aiohttp
 import kopf
 import yaml
 
-import virtualpod.kube.handlers  # noqa: F401  (registers the Kopf handlers)
 from virtualpod.core.domain import DomainSummary, parse_domain
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.qos import QOSClass
 from virtualpod.core.quantity import MIB, format_bytes
 from virtualpod.core.settings import Settings, SettingsError, load_settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, SuspendMode
-from virtualpod.kube.handlers import OperatorContext, StatusReporter, Suspension, context, make_memo
+from virtualpod.kube.context import AgentContext, Role, Suspension, context, make_memo
+from virtualpod.kube.pressure_reporter import StatusReporter
+from virtualpod.kube.runner import build_registry
 from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainState,
@@ -515,7 +516,7 @@ class DemoReporter:
     and `kubectl describe vpod` show what the timeline shows.
     """
 
-    def __init__(self, ctx: OperatorContext, hv: DemoHypervisor, clock: Clock, out: TextIO) -> None:
+    def __init__(self, ctx: AgentContext, hv: DemoHypervisor, clock: Clock, out: TextIO) -> None:
         self.ctx = ctx
         self.status = StatusReporter(ctx)
         self.hv = hv
@@ -583,7 +584,7 @@ class RunningOperator:
     stop_flag: asyncio.Event
 
     @property
-    def ctx(self) -> OperatorContext:
+    def ctx(self) -> AgentContext:
         return context(self.memo)
 
     async def stop(self) -> None:
@@ -624,7 +625,7 @@ async def operator(
     settings: Settings,
     api_url: str | None,
     emulator: KubernetesApiEmulator | None,
-    on_ready: Callable[[OperatorContext], Any],
+    on_ready: Callable[[AgentContext], Any],
 ) -> AsyncIterator[RunningOperator]:
     """The real operator (all handlers) in this process, stopped on exit.
 
@@ -640,6 +641,7 @@ async def operator(
         kopf.operator(
             clusterwide=True,
             standalone=True,
+            registry=build_registry(Role.ALL),
             memo=memo,
             stop_flag=stop_flag,
             ready_flag=ready,
@@ -682,8 +684,8 @@ class PressureLoop:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def start(self, ctx: OperatorContext) -> Any:
-        """`OperatorContext.on_ready` hook: build the monitor, return its loop."""
+    def start(self, ctx: AgentContext) -> Any:
+        """`AgentContext.on_ready` hook: build the monitor, return its loop."""
         self.hv = DemoHypervisor(ctx.hv, self.clock, measured_rss=self.measured_rss)
         inventory = Inventory(self.hv, scope=lambda meta: meta.namespace == NAMESPACE)
         self.pool = DemoPool(inventory, self.hv, self.clock)
@@ -1216,7 +1218,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=err, format="%(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("kopf", "virtualpod.kube.handlers", "aiohttp"):
+    for noisy in ("kopf", "virtualpod.kube", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     outcome = Outcome()
 

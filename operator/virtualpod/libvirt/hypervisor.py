@@ -720,6 +720,10 @@ class Hypervisor:
                 raise _translate(e) from e
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(conn, *args)` in the libvirt thread pool, for the other libvirt/ modules."""
+        return await self._call(fn, *args)
+
     @staticmethod
     def _alive(conn: Any) -> bool:
         try:

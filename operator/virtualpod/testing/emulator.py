@@ -122,7 +122,9 @@ BUILTIN_RESOURCES = (
     ),
     ResourceSpec("", "v1", "events", "Event", namespaced=True),
     ResourceSpec("", "v1", "configmaps", "ConfigMap", namespaced=True),
+    ResourceSpec("", "v1", "secrets", "Secret", namespaced=True),
     ResourceSpec("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False),
+    ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
     ResourceSpec(
         "apiextensions.k8s.io",
         "v1",
@@ -131,6 +133,23 @@ BUILTIN_RESOURCES = (
         namespaced=False,
         subresources=frozenset({"status"}),
     ),
+    # Cluster mode: companion Pods, the Nodes they bind to, the admission objects that
+    # apply to them, the agents' host Leases and Kopf's peering for the controller.
+    ResourceSpec("", "v1", "pods", "Pod", namespaced=True, subresources=frozenset({"status"})),
+    ResourceSpec("", "v1", "nodes", "Node", namespaced=False, subresources=frozenset({"status"})),
+    ResourceSpec("", "v1", "limitranges", "LimitRange", namespaced=True),
+    ResourceSpec(
+        "",
+        "v1",
+        "resourcequotas",
+        "ResourceQuota",
+        namespaced=True,
+        subresources=frozenset({"status"}),
+    ),
+    ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
+    ResourceSpec("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
+    ResourceSpec("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False),
+    ResourceSpec("kopf.dev", "v1", "kopfpeerings", "KopfPeering", namespaced=True),
 )
 VIRTUALPODS = ResourceSpec(
     API_GROUP, API_VERSION, "virtualpods", KIND, namespaced=True, subresources=frozenset({"status"})
@@ -312,6 +331,9 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         self._holding: Callable[[str, str, str | None, str | None], bool] | None = None
         self._released = asyncio.Event()
         self.history_limit = DEFAULT_HISTORY
+        #: Called on every create before it is stored, as admission plugins are: each may
+        #: change the object or refuse it with an `ApiError` (see `testing.admission`).
+        self.admission: list[Callable[[ResourceSpec, str | None, JSON], None]] = []
         for spec in (*BUILTIN_RESOURCES, VIRTUALPODS):
             self.declare(spec)
         self.put_object("v1/namespaces", {"metadata": {"name": "default"}})
@@ -350,6 +372,22 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         spec = self._specs[resource_key]
         namespace = obj.get("metadata", {}).get("namespace") if spec.namespaced else None
         return self._create(spec, namespace or ("default" if spec.namespaced else None), obj)
+
+    def patch_object(
+        self,
+        resource_key: str,
+        namespace: str | None,
+        name: str,
+        patch: JSON,
+        subresource: str | None = None,
+    ) -> JSON:
+        """Merge-patch a stored object (as a PATCH would), for the test stand-ins."""
+        target = Target(self._specs[resource_key], namespace, name, subresource)
+        return self._patch(target, "application/merge-patch+json", patch)
+
+    def delete_object(self, resource_key: str, namespace: str | None, name: str) -> JSON:
+        """Delete a stored object (as a DELETE would), for the test stand-ins."""
+        return self._delete(Target(self._specs[resource_key], namespace, name, None))
 
     def hold_writes(self, predicate: Callable[[str, str, str | None, str | None], bool]) -> None:
         """Stall matching writes, as an unreachable API server would; `release_writes()`
@@ -431,6 +469,8 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             namespace = t.namespace or data.get("metadata", {}).get("namespace")
             if t.resource.namespaced and not namespace:
                 namespace = "default"
+            for admit in self.admission:
+                admit(t.resource, namespace, data)
             created = self._create(t.resource, namespace, data)
             return aiohttp.web.json_response(created, status=201)
         if t.name is None:
