@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from virtualpod.core.host_paths import HostPaths, allowed_directory_problem
+from virtualpod.core.host_paths import HostPaths, allowed_directory_problem, is_within
 from virtualpod.core.quantity import MIB, QuantityError, parse_bytes, parse_cpu_millis
 from virtualpod.core.spec import SuspendMode
 
@@ -307,7 +307,20 @@ def settings_from_mapping(data: object) -> Settings:
         raise SettingsError("namespace: must not be empty")
     if not settings.console_log_dir.startswith("/"):
         raise SettingsError("consoleLogDir: must be an absolute path")
+    _check_pools_not_allowed(settings)
     return settings
+
+
+def _check_pools_not_allowed(settings: Settings) -> None:
+    """Tenants never name pool files (other VMs' disks and seeds with Secret values)."""
+    pools = (settings.storage.image_dir, settings.storage.volume_dir)
+    for allowed in settings.host_paths.allowed:
+        for pool in pools:
+            if is_within(pool, allowed) or is_within(allowed, pool):
+                raise SettingsError(
+                    f"hostPaths.allowed: {allowed!r} overlaps the storage pool directory "
+                    f"{pool!r}, whose files are other VMs' disks and seeds"
+                )
 
 
 def _storage(reader: _Reader, base: StorageSettings) -> StorageSettings:

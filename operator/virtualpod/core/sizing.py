@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from virtualpod.core.quantity import KIB, MIB, format_bytes
+from virtualpod.core.quantity import KIB, MIB, MILLICPU_PER_CPU, format_bytes
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.spec import Container, FieldError, SpecError, VirtualPod
 
 MIN_GUEST_MEMORY_BYTES = 16 * MIB
-MILLICPU_PER_VCPU = 1000
 #: No QEMU/KVM x86 guest has more vCPUs (Linux builds KVM for at most 4096).
 MAX_VCPUS = 4096
 #: libvirt refuses larger memory sizes and limits ("numerical overflow: value too large").
@@ -34,7 +33,7 @@ class VMSize:
     @property
     def vcpus(self) -> int:
         """Whole vCPUs: the cpu size rounded up, at least one."""
-        return max(1, -(-self.cpu_millis // MILLICPU_PER_VCPU))
+        return max(1, -(-self.cpu_millis // MILLICPU_PER_CPU))  # integers: no float overflow
 
 
 def _sum(amounts: Iterable[Amount]) -> Amount:
