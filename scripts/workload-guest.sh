@@ -133,7 +133,7 @@ chmod +x "$ROOT/etc/udhcpc.script"
 
 cp "$KERNEL" "$OUT/vmlinuz"
 (cd "$INITRD" && find . | cpio -o -H newc --quiet | gzip -1) >"$OUT/initramfs.cpio.gz"
-mke2fs -q -F -t ext4 -L root -d "$ROOT" "$WORK/root.raw" 32M
+mke2fs -q -F -t ext4 -L root -d "$ROOT" "$WORK/root.raw" 32M >/dev/null
 qemu-img convert -f raw -O qcow2 "$WORK/root.raw" "$OUT/root.qcow2"
 echo "$WANT" >"$STAMP"
 print

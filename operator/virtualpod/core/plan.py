@@ -7,7 +7,7 @@ One pure function composes the core (spec, qos, sizing, tuning, domain). The ope
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from virtualpod.core.disks import workload_disks
 from virtualpod.core.domain import (
@@ -17,20 +17,29 @@ from virtualpod.core.domain import (
     domain_uuid,
     render_domain,
 )
+from virtualpod.core.host_paths import host_file_refusals
 from virtualpod.core.image import ImageRef
 from virtualpod.core.nic import Nic, mac_address
 from virtualpod.core.qos import QOSClass, qos_class
 from virtualpod.core.settings import Amount, Settings
-from virtualpod.core.sizing import VMSize, pod_requests, vm_size
-from virtualpod.core.spec import SuspendMode, VirtualPod, parse_virtualpod
+from virtualpod.core.sizing import VMSize, check_vm_size, pod_requests, vm_size
+from virtualpod.core.spec import (
+    DiskBoot,
+    KernelBoot,
+    SpecError,
+    SuspendMode,
+    VirtualPod,
+    parse_virtualpod,
+)
 from virtualpod.core.storage import root_volume, seed_volume
 from virtualpod.core.tuning import (
     CpuTune,
     MemTune,
-    cpu_weight_from_shares,
     cputune,
+    cputune_for_cgroup,
     memtune,
     oom_score_adj,
+    vmm_overhead_bytes,
 )
 from virtualpod.core.workload import ContainerPort
 
@@ -114,6 +123,28 @@ def effective_priority(pod: VirtualPod, priority_classes: Mapping[str, int]) -> 
     return 0
 
 
+def console_log_path(directory: str, domain: str) -> str:
+    """A VM's serial console log: always directly inside the operator's `consoleLogDir`."""
+    return f"{directory.rstrip('/')}/{domain}.console.log"
+
+
+def plan_with_real_paths(plan: VMPlan, real: Mapping[str, str]) -> VMPlan:
+    """The same plan with each host file replaced by its real path (`real`: named -> real),
+    as the host check resolved them, so a symlink swapped later changes nothing."""
+    boot = plan.domain.boot
+    if isinstance(boot, DiskBoot):
+        boot = replace(boot, path=real.get(boot.path, boot.path))
+    elif isinstance(boot, KernelBoot):
+        initrd = real.get(boot.initrd, boot.initrd) if boot.initrd else None
+        boot = replace(boot, path=real.get(boot.path, boot.path), initrd=initrd)
+    workload = plan.workload
+    if workload is not None and workload.image.location in real:
+        image = replace(workload.image, location=real[workload.image.location])
+        workload = replace(workload, image=image)
+    domain = replace(plan.domain, boot=boot)
+    return replace(plan, domain=domain, domain_xml=render_domain(domain), workload=workload)
+
+
 def plan_virtualpod(
     manifest: Mapping[str, object] | VirtualPod,
     settings: Settings,
@@ -121,10 +152,19 @@ def plan_virtualpod(
     cgroup_version: int = 1,
     priority_classes: Mapping[str, int] | None = None,
 ) -> VMPlan:
-    """Plan one VirtualPod; raises `spec.SpecError` for invalid manifests."""
+    """Plan one VirtualPod; raises `spec.SpecError` for invalid manifests.
+
+    Host files (`spec.boot`, a host-path image) are checked by name against
+    `hostPaths.allowed` here; the operator checks the real files on the host too
+    (`virtualpod.libvirt.host_paths`).
+    """
     pod = manifest if isinstance(manifest, VirtualPod) else parse_virtualpod(manifest)
+    refused = host_file_refusals(pod, settings.host_paths.allowed)
+    if refused:
+        raise SpecError(refused)
     qos = qos_class(pod)
     size = vm_size(pod, settings)
+    check_vm_size(size, vmm_overhead_bytes(size, settings.vmm_overhead))
     requests = pod_requests(pod)
     cpu = cputune(pod)
     memory = memtune(pod, qos, size, settings.vmm_overhead)
@@ -133,18 +173,13 @@ def plan_virtualpod(
     name = domain_name(pod.namespace, pod.name)
     uuid = domain_uuid(pod.namespace, pod.name, pod.uid)
     workload = plan_workload(pod, uuid, settings)
-    written_cpu = (
-        CpuTune(cpu_weight_from_shares(cpu.shares), cpu.period_us, cpu.quota_us)
-        if cgroup_version == 2
-        else cpu
-    )
     domain = DomainSpec(
         name=name,
         uuid=uuid,
         domain_type=settings.domain_type,
         vcpus=size.vcpus,
         memory_bytes=size.memory_bytes,
-        cputune=written_cpu,
+        cputune=cputune_for_cgroup(cpu, cgroup_version),
         memtune=memory,
         metadata=DomainMetadata(
             namespace=pod.namespace,
@@ -157,8 +192,9 @@ def plan_virtualpod(
             generation=pod.generation,
         ),
         boot=pod.boot,
-        console_log=f"{settings.console_log_dir.rstrip('/')}/{name}.console.log",
+        console_log=console_log_path(settings.console_log_dir, name),
         memory_stats_period_s=settings.memory_stats_period_s,
+        disk_read_only=settings.host_paths.read_only,
         disks=workload_disks(uuid) if workload else (),
         nics=(workload.nic,) if workload else (),
     )

@@ -18,7 +18,7 @@ import kopf
 
 from virtualpod.core.binding import serves, sized_manifest
 from virtualpod.core.plan import plan_virtualpod
-from virtualpod.core.quantity import format_bytes
+from virtualpod.core.quantity import MILLICPU_PER_CPU, format_bytes
 from virtualpod.core.settings import Amount
 from virtualpod.core.spec import API_GROUP, API_VERSION, SpecError
 from virtualpod.core.status import condition_status
@@ -54,9 +54,11 @@ def serves_workload(body: kopf.Body, memo: Any, **_: Any) -> bool:
     return served_here(body, memo) and runs_workload(body)
 
 
-def is_pending(body: kopf.Body, status: kopf.Status, memo: Any, **_: Any) -> bool:
+def is_pending(body: kopf.Body, memo: Any, **_: Any) -> bool:
     """Served here and Pending (not admitted yet, or no room on the host yet)."""
-    return served_here(body, memo) and status.get("phase") == "Pending"
+    status = body.get("status")
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    return served_here(body, memo) and phase == "Pending"
 
 
 def virtualpods_by_uuid(
@@ -120,7 +122,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
     ctx.workloads = Workloads(hv, ctx.settings, ctx.api.core)
     ctx.cgroup_version = hv.cgroup_version
     capacity = await hv.host_capacity()
-    ctx.capacity = Amount(capacity.cpus * 1000, capacity.memory_bytes)
+    ctx.capacity = Amount(capacity.cpus * MILLICPU_PER_CPU, capacity.memory_bytes)
     ctx.placed = {found.uuid for found in await hv.list_domains()}
     ctx.tasks.append(asyncio.create_task(mirror_lifecycle(ctx), name="libvirt-lifecycle"))
     ctx.tasks.append(asyncio.create_task(publish_lease(ctx), name="host-lease"))
