@@ -257,9 +257,10 @@ def _add_optional_commands(commands: Any) -> None:
     run.add_argument("--host-name", help="override settings.hostName")
     run.add_argument(
         "--role",
-        choices=("all", "agent"),
+        choices=("all", "controller", "agent"),
         default="all",
-        help="agent: one per libvirt host, serves the VirtualPods bound to it; "
+        help="controller: one per cluster, companion Pods and binding; "
+        "agent: one per libvirt host, serves the VirtualPods bound to it; "
         "all (default): a single host",
     )
     run.add_argument(

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import kopf
 
 from virtualpod.core.settings import Settings, SettingsError, load_settings
-from virtualpod.kube import agent, common
+from virtualpod.kube import agent, common, controller
 from virtualpod.kube.context import AgentContext, Role, context, make_memo
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ def build_memo(
     memo = make_memo(settings, role, api_url=api_url)
     if pressure:
         context(memo).on_ready.append(pressure_hook)
+    if role is Role.CONTROLLER:
+        controller.add_to_memo(memo, settings)
     return memo
 
 
@@ -87,6 +89,8 @@ def build_registry(role: Role) -> kopf.OperatorRegistry:
     common.register(registry)
     if role in (Role.AGENT, Role.ALL):
         agent.register(registry)
+    if role is Role.CONTROLLER:
+        controller.register(registry)
     return registry
 
 
@@ -107,6 +111,7 @@ async def run_operator(
         clusterwide=not namespaces,
         namespaces=namespaces or (),
         standalone=standalone,
+        peering_name=None if standalone else settings.peering,
         liveness_endpoint=liveness,
         registry=build_registry(role),
         memo=build_memo(settings, role, api_url=api_url, pressure=pressure),
