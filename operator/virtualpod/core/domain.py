@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from virtualpod.core.disks import VolumeDisk, render_disk
 from virtualpod.core.nic import Nic, render_nic
-from virtualpod.core.quantity import kib_ceil
+from virtualpod.core.quantity import LIBVIRT_UNIT_BYTES, kib_ceil
 from virtualpod.core.spec import DiskBoot, KernelBoot, SuspendMode
 from virtualpod.core.tuning import CpuTune, MemTune
 
@@ -186,25 +186,10 @@ class DomainSummary:
     metadata: DomainMetadata | None
 
 
-_UNIT_BYTES = {
-    "b": 1,
-    "bytes": 1,
-    "k": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gib": 1024**3,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-}
-
-
 def _bytes(element: ET.Element | None) -> int | None:
     if element is None or element.text is None:
         return None
-    return int(element.text) * _UNIT_BYTES[element.get("unit", "KiB").lower()]
+    return int(element.text) * LIBVIRT_UNIT_BYTES[element.get("unit", "KiB").lower()]
 
 
 def _int(element: ET.Element | None) -> int | None:

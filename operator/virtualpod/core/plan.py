@@ -36,8 +36,8 @@ from virtualpod.core.storage import root_volume, seed_volume
 from virtualpod.core.tuning import (
     CpuTune,
     MemTune,
-    cpu_weight_from_shares,
     cputune,
+    cputune_for_cgroup,
     memtune,
     oom_score_adj,
 )
@@ -173,18 +173,13 @@ def plan_virtualpod(
     name = domain_name(pod.namespace, pod.name)
     uuid = domain_uuid(pod.namespace, pod.name, pod.uid)
     workload = plan_workload(pod, uuid, settings)
-    written_cpu = (
-        CpuTune(cpu_weight_from_shares(cpu.shares), cpu.period_us, cpu.quota_us)
-        if cgroup_version == 2
-        else cpu
-    )
     domain = DomainSpec(
         name=name,
         uuid=uuid,
         domain_type=settings.domain_type,
         vcpus=size.vcpus,
         memory_bytes=size.memory_bytes,
-        cputune=written_cpu,
+        cputune=cputune_for_cgroup(cpu, cgroup_version),
         memtune=memory,
         metadata=DomainMetadata(
             namespace=pod.namespace,

@@ -18,7 +18,7 @@ import kopf
 
 from virtualpod.core.binding import serves, sized_manifest
 from virtualpod.core.plan import plan_virtualpod
-from virtualpod.core.quantity import format_bytes
+from virtualpod.core.quantity import MILLICPU_PER_CPU, format_bytes
 from virtualpod.core.settings import Amount
 from virtualpod.core.spec import API_GROUP, API_VERSION, SpecError
 from virtualpod.core.status import condition_status
@@ -120,7 +120,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
     ctx.workloads = Workloads(hv, ctx.settings, ctx.api.core)
     ctx.cgroup_version = hv.cgroup_version
     capacity = await hv.host_capacity()
-    ctx.capacity = Amount(capacity.cpus * 1000, capacity.memory_bytes)
+    ctx.capacity = Amount(capacity.cpus * MILLICPU_PER_CPU, capacity.memory_bytes)
     ctx.placed = {found.uuid for found in await hv.list_domains()}
     ctx.tasks.append(asyncio.create_task(mirror_lifecycle(ctx), name="libvirt-lifecycle"))
     ctx.tasks.append(asyncio.create_task(publish_lease(ctx), name="host-lease"))
