@@ -107,6 +107,9 @@ class Operator:
         self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
         self.thread.start()
 
+        # Another operator's watch may be open already: wait for one more.
+        baseline = self.emulator.watchers.get(VPODS, 0) if self.emulator is not None else 0
+
         async def watching() -> bool:
             assert self.thread is not None
             if not self.thread.is_alive():
@@ -116,7 +119,7 @@ class Operator:
             if self.pressure and self.ctx.pressure is None:
                 return False
             if self.emulator is not None:
-                return self.emulator.watchers.get(VPODS, 0) > 0
+                return self.emulator.watchers.get(VPODS, 0) > baseline
             return True
 
         await async_wait_for(watching, timeout=20, what="operator watching VirtualPods")
@@ -168,8 +171,11 @@ class Env:
         *,
         pressure: bool = False,
         prepare: Callable[[AgentContext], None] | None = None,
+        role: Role = Role.ALL,
     ) -> Operator:
-        op = Operator(self.api_url, settings or self.settings, self.emulator, pressure, prepare)
+        op = Operator(
+            self.api_url, settings or self.settings, self.emulator, pressure, prepare, role
+        )
         self.operators.append(op)
         return op
 
@@ -179,8 +185,9 @@ class Env:
         *,
         pressure: bool = False,
         prepare: Callable[[AgentContext], None] | None = None,
+        role: Role = Role.ALL,
     ) -> Operator:
-        op = self.operator(settings, pressure=pressure, prepare=prepare)
+        op = self.operator(settings, pressure=pressure, prepare=prepare, role=role)
         await op.start()
         return op
 

@@ -60,10 +60,13 @@ class Kube:
         assert status == 200, (status, body)
         return body
 
-    async def merge_patch(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def merge_patch(
+        self, namespace: str, name: str, patch: dict[str, Any], sub: str | None = None
+    ) -> dict[str, Any]:
+        """A merge patch of the object, or of its `sub`resource (e.g. "status")."""
         status, body = await self._json(
             "PATCH",
-            self._url(namespace, name),
+            self._url(namespace, name, sub),
             data=json.dumps(patch),
             headers={"Content-Type": "application/merge-patch+json"},
         )
@@ -73,6 +76,14 @@ class Kube:
     async def delete(self, namespace: str, name: str) -> None:
         status, body = await self._json("DELETE", self._url(namespace, name))
         assert status in (200, 202, 404), (status, body)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        url = f"{self.server}/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
+        status, body = await self._json("GET", url)
+        if status == 404:
+            return None
+        assert status == 200, (status, body)
+        return body
 
     async def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         url = f"{self.server}/api/v1/namespaces/{namespace}/events"

@@ -597,6 +597,8 @@ OPERATOR_API_CALLS = {
     ("virtualpod.dev", "virtualpods", "patch"): "Kopf: finalizer, progress annotations",
     ("virtualpod.dev", "virtualpods/status", "patch"): "status and conditions",
     ("", "events", "create"): "kopf.event/info/warn",
+    ("", "secrets", "get"): "env valueFrom secretKeyRef, for the cloud-init seed",
+    ("", "configmaps", "get"): "env valueFrom configMapKeyRef, for the cloud-init seed",
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "Kopf: resource scanning",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "Kopf: resource scanning",
     ("scheduling.k8s.io", "priorityclasses", "get"): "priorityClassName -> priority",
@@ -621,6 +623,34 @@ def test_rbac_grants_exactly_what_the_operator_uses() -> None:
     assert not any("*" in grant for grant in grants)
     assert grants == set(OPERATOR_API_CALLS)
     assert all("resourceNames" not in rule for rule in role["rules"])
+
+
+#: The agent's calls in its own namespace: the host's Lease (PATCH to renew, first create).
+AGENT_LEASE_CALLS = {
+    ("coordination.k8s.io", "leases", "create"): "a new host's first renewal",
+    ("coordination.k8s.io", "leases", "patch"): "renewal with measured memory",
+}
+
+
+def test_the_agents_lease_role_grants_exactly_its_lease_calls_in_its_namespace() -> None:
+    role = find("Role", "virtualpod-agent-leases")
+    binding = find("RoleBinding", "virtualpod-agent-leases")
+    account = find("ServiceAccount")
+    assert granted(role) == set(AGENT_LEASE_CALLS)
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"]
+    assert role["metadata"]["namespace"] == Settings().namespace == OPERATOR_NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "virtualpod-agent-leases",
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
 
 
 def test_rbac_is_bound_to_the_operator_service_account() -> None:
