@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
@@ -92,6 +92,8 @@ class Written:
     conditions: tuple[dict[str, object], ...]
     phase: str | None
     observed_generation: int | None = None
+    #: The whole status written, so the mirror does not write the same again.
+    status: Mapping[str, object] = field(default_factory=dict)
 
 
 ReadyHook = Callable[["AgentContext"], Awaitable[None] | None]
