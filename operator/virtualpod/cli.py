@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from virtualpod.core.host_paths import boot_files
+from virtualpod.core.host_paths import host_files
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.quantity import format_bytes, format_cpu
 from virtualpod.core.settings import Settings, SettingsError, load_settings
@@ -38,10 +39,17 @@ def _documents(path: str) -> Iterator[tuple[int, object]]:
             yield index, document
 
 
+#: A name or namespace shown as given in a message: one word of at most 253 characters.
+_SHOWABLE = re.compile(r"[A-Za-z0-9._-]{1,253}")
+
+
 def _describe(document: object, index: int) -> str:
+    """`VirtualPod NS/NAME` when both read as names, else the document's position."""
     metadata = document.get("metadata") if isinstance(document, dict) else None
-    if isinstance(metadata, dict) and metadata.get("name"):
-        return f"VirtualPod {metadata.get('namespace', 'default')}/{metadata['name']}"
+    if isinstance(metadata, dict):
+        name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
+        if all(isinstance(v, str) and _SHOWABLE.fullmatch(v) for v in (name, namespace)):
+            return f"VirtualPod {namespace}/{name}"
     return f"VirtualPod (document {index + 1})"
 
 
@@ -58,7 +66,11 @@ def plan_files(
         except OSError as error:
             failures.append(PlanFailure(path, "file", f"cannot read: {error.strerror}"))
             continue
-        except yaml.YAMLError as error:
+        except UnicodeDecodeError:
+            failures.append(PlanFailure(path, "file", "not UTF-8 text"))
+            continue
+        except (yaml.YAMLError, ValueError, RecursionError) as error:
+            # safe_load raises ValueError for impossible dates, RecursionError when too deep
             failures.append(PlanFailure(path, "file", f"not valid YAML: {error}"))
             continue
         for index, document in documents:
@@ -75,6 +87,14 @@ def plan_files(
                     PlanFailure(path, _describe(document, index), str(field_error))
                     for field_error in error.errors
                 )
+            except Exception as error:  # a bug: one line, never a traceback
+                failures.append(
+                    PlanFailure(
+                        path,
+                        _describe(document, index),
+                        f"cannot plan: {type(error).__name__}: {error}",
+                    )
+                )
         if not found:
             failures.append(PlanFailure(path, "file", f"no {KIND} found"))
     return plans, failures
@@ -87,7 +107,7 @@ def host_path_notes(plans: Sequence[VMPlan]) -> list[str]:
         "by name only (plan is offline); the operator also checks the real file on the host "
         "(symlinks resolved, a regular file inside the allowed directory)"
         for plan in plans
-        for field, path in boot_files(plan.pod.boot)
+        for field, path in host_files(plan.pod)
     ]
 
 

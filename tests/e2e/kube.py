@@ -47,11 +47,17 @@ class Kube:
             return response.status, json.loads(text) if text else None
 
     async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        status, body = await self.try_create(manifest)
+        assert status == 201, (status, body)
+        return body
+
+    async def try_create(self, manifest: dict[str, Any]) -> tuple[int, Any]:
+        """POST the object; the answer as it is (a real server may refuse it: 422)."""
         namespace = manifest.get("metadata", {}).get("namespace", "default")
         status, body = await self._json("POST", self._url(namespace), json=manifest)
-        assert status == 201, (status, body)
-        self.created.add((namespace, body["metadata"]["name"]))
-        return body
+        if status == 201:
+            self.created.add((namespace, body["metadata"]["name"]))
+        return status, body
 
     async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         status, body = await self._json("GET", self._url(namespace, name))

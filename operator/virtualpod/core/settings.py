@@ -134,8 +134,8 @@ restartBackoff:           # a VM that stopped outside the operator is started ag
   initial: 10s            # at once, then after `initial` doubling up to `max`;
   max: 5m
   reset: 10m              # a VM that ran this long since its last restart starts over
-hostPaths:                # host directories spec.boot kernel, initrd and disk files may come from
-  allowed: []             # [] = none: spec.boot host paths are refused (docs/security.md)
+hostPaths:                # host directories spec.boot files and host-path images may come from
+  allowed: []             # [] = none: every such host path is refused (docs/security.md)
   readOnly: true          # disks from these directories are attached read-only
 storage:
   imageDir: /var/lib/virtualpod/images     # pool virtualpod-images: base images, imported once
@@ -414,9 +414,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise SettingsError(f"{path}: cannot read settings: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise SettingsError(f"{path}: cannot read settings: not UTF-8 text") from error
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: bad dates
         raise SettingsError(f"{path}: not valid YAML: {error}") from error
     try:
         return settings_from_mapping(data)
