@@ -215,8 +215,11 @@ async def _reconcile(
     conditions = _scheduled(ctx, conditions, generation)
     conditions = _restart_required(body, conditions, restart_needed, generation)
     final = runtime_status(synced.info, ctx, conditions, generation)
-    ctx.written[plan.uuid] = Written(tuple(final["conditions"]), final["phase"], generation)
-    patch["status"].update(out, **final)
+    written = {**out, **final}
+    ctx.written[plan.uuid] = Written(
+        tuple(final["conditions"]), final["phase"], generation, written
+    )
+    patch["status"].update(written)
 
 
 def _host_file_missing(
@@ -298,7 +301,8 @@ def _report_sync(body: Body, plan: VMPlan, synced: SyncResult, logger: Logger) -
         raise kopf.TemporaryError(f"cannot start: {error}", delay=10) from error
     if synced.started is not None and synced.started.started:
         how = "restored from its saved memory" if synced.started.restored else "booted"
-        info(body, reason="Started", message=f"{plan.domain_name} {how}")
+        console = f"console: virtualpod logs {plan.name} -n {plan.namespace}"
+        info(body, reason="Started", message=f"{plan.domain_name} {how}; {console}")
 
 
 def _report_tuning(body: Body, plan: VMPlan, tuned: LiveTune, logger: Logger) -> None:
