@@ -84,7 +84,7 @@ async def run_operator(
     ready_flag: Any = None,
     pressure: bool = True,
 ) -> None:
-    """Run the operator in the current event loop until stopped (the demo uses this)."""
+    """Run the operator in the current event loop until stopped (`virtualpod run`)."""
     import virtualpod.kube.handlers  # noqa: F401  (registers the handlers)
 
     await kopf.operator(
