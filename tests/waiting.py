@@ -14,11 +14,11 @@ T = TypeVar("T")
 
 
 def wait_for(
-    probe: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> T:
     """Call `probe` until it returns something truthy; return that, or fail after `timeout`."""
     deadline = time.monotonic() + timeout
-    last: T = probe()
+    last = probe()
     while not last:
         if time.monotonic() > deadline:
             raise WaitTimeoutError(

@@ -198,6 +198,13 @@ def _add_optional_commands(commands: Any) -> None:
     run.add_argument("--libvirt-uri", help="override settings.libvirtURI")
     run.add_argument("--host-name", help="override settings.hostName")
     run.add_argument(
+        "--role",
+        choices=("all", "agent"),
+        default="all",
+        help="agent: one per libvirt host, serves the VirtualPods bound to it; "
+        "all (default): a single host",
+    )
+    run.add_argument(
         "--namespace",
         "-n",
         action="append",

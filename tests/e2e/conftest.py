@@ -23,7 +23,7 @@ import pytest
 
 from virtualpod.core.domain import domain_name
 from virtualpod.core.settings import Settings
-from virtualpod.kube.handlers import OperatorContext
+from virtualpod.kube.context import AgentContext, Role
 from virtualpod.libvirt.hypervisor import Hypervisor
 from virtualpod.testing import InProcessOperator, KubeClient, KubernetesApiEmulator, serve_emulator
 
@@ -52,12 +52,13 @@ class Env:
         settings: Settings | None = None,
         *,
         pressure: bool = False,
-        prepare: Callable[[OperatorContext], None] | None = None,
+        prepare: Callable[[AgentContext], None] | None = None,
+        role: Role = Role.ALL,
     ) -> InProcessOperator:
         """An operator against this environment's API (not started yet); several may run
         side by side, each with its own settings (host name, libvirt URI)."""
         op = InProcessOperator(
-            settings or self.settings, self.api_url, self.emulator, pressure, prepare
+            settings or self.settings, self.api_url, self.emulator, pressure, prepare, role=role
         )
         self.operators.append(op)
         return op
@@ -67,9 +68,10 @@ class Env:
         settings: Settings | None = None,
         *,
         pressure: bool = False,
-        prepare: Callable[[OperatorContext], None] | None = None,
+        prepare: Callable[[AgentContext], None] | None = None,
+        role: Role = Role.ALL,
     ) -> InProcessOperator:
-        op = self.operator(settings, pressure=pressure, prepare=prepare)
+        op = self.operator(settings, pressure=pressure, prepare=prepare, role=role)
         await op.start(timeout=OPERATOR_START_TIMEOUT_S)
         return op
 

@@ -15,13 +15,13 @@ from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.quantity import format_bytes
 from virtualpod.core.settings import RestartBackoff
 from virtualpod.core.spec import SuspendMode
-from virtualpod.kube.handlers import OperatorContext
+from virtualpod.kube.context import AgentContext
 from virtualpod.libvirt.hypervisor import InvalidState
 
 BACKOFF_S = 1.5
 
 
-def short_backoff(ctx: OperatorContext) -> None:
+def short_backoff(ctx: AgentContext) -> None:
     backoff = RestartBackoff(initial_s=BACKOFF_S, max_s=10.0, reset_s=60.0)
     ctx.settings = replace(ctx.settings, restart_backoff=backoff)
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.e2e.conftest import HOST, Env, unique, vpod
 from tests.e2e.test_lifecycle import wait_phase
 from tests.waiting import async_wait_for
 from virtualpod.core.domain import domain_uuid
+from virtualpod.kube.context import Owner
 
 
 async def test_only_virtualpods_assigned_to_this_host_are_served(env: Env) -> None:
@@ -16,14 +15,14 @@ async def test_only_virtualpods_assigned_to_this_host_are_served(env: Env) -> No
     created = await env.kube.create(vpod(foreign, nodeName="other-host"))
     uuid = domain_uuid(env.namespace, foreign, created["metadata"]["uid"])
 
-    async def seen() -> dict[str, Any] | None:
+    async def seen() -> Owner | None:
         index = op.ctx.by_uuid
         return next(iter(index[uuid]), None) if index is not None and uuid in index else None
 
     # The operator has processed the foreign object (its index has it, not as ours) ...
     indexed = await async_wait_for(seen, timeout=10, what="foreign object indexed")
     assert indexed is not None
-    assert indexed["here"] is False
+    assert indexed.here is False
     # ... and then served one assigned to this host by name.
     await env.kube.create(vpod(here, nodeName=HOST))
     obj = await wait_phase(env, here, "Running")

@@ -134,7 +134,8 @@ def schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
 def test_printer_columns_point_at_declared_fields(crd: dict[str, Any]) -> None:
     (version,) = crd["spec"]["versions"]
     columns = {column["name"]: column for column in version["additionalPrinterColumns"]}
-    assert list(columns) == ["QoS", "Phase", "Reason", "vCPUs", "Memory", "Host", "Age"]
+    assert list(columns) == ["QoS", "Phase", "Reason", "vCPUs", "Memory", "Host", "IP", "Age"]
+    assert columns["IP"]["priority"] == 1  # kubectl get -o wide
     schema = version["schema"]["openAPIV3Schema"]
     for name, column in columns.items():
         if name != "Age":
@@ -254,6 +255,42 @@ GOOD = {
     "priority and class, suspend mode, node": vpod(
         priority=-5, priorityClassName="batch-low", suspendMode="Pause", nodeName="host-1.lab"
     ),
+    "placement as in a PodSpec": vpod(
+        nodeSelector={"disk": "ssd"},
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "vm", "effect": "NoSchedule"}
+        ],
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                },
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 10,
+                        "preference": {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "In", "values": ["n1"]}
+                            ]
+                        },
+                    }
+                ],
+            },
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 50,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"app": "db"}},
+                        },
+                    }
+                ]
+            },
+        },
+    ),
 }
 
 
@@ -360,6 +397,8 @@ BAD = {
     "priority not an integer": (vpod(priority="high"), "is not of type 'integer'"),
     "priority class not a DNS subdomain": (vpod(priorityClassName="Batch_Low"), "does not match"),
     "node name not a DNS subdomain": (vpod(nodeName="host 1"), "does not match"),
+    "node selector value not a string": (vpod(nodeSelector={"disk": 1}), "is not of type"),
+    "tolerations not a list": (vpod(tolerations={"key": "a"}), "is not of type"),
 }
 
 
@@ -413,6 +452,14 @@ STATUS = {
     "reason": "MemoryPressure",
     "message": "suspended to free memory: host memory.available 80Mi < 100Mi",
     "observedGeneration": 3,
+    "podName": "web",
+    "nodeName": "node-a",
+    "admitted": {
+        "containers": [
+            {"name": "app", "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": 1}}}
+        ],
+        "initContainers": [],
+    },
     "suspendedAt": "2025-01-01T00:00:00Z",
     "suspendReason": "MemoryPressure",
     "vm": {
@@ -576,6 +623,34 @@ def test_rbac_grants_exactly_what_the_operator_uses() -> None:
     assert all("resourceNames" not in rule for rule in role["rules"])
 
 
+#: The agent's calls in its own namespace: the host's Lease (PATCH to renew, first create).
+AGENT_LEASE_CALLS = {
+    ("coordination.k8s.io", "leases", "create"): "a new host's first renewal",
+    ("coordination.k8s.io", "leases", "patch"): "renewal with measured memory",
+}
+
+
+def test_the_agents_lease_role_grants_exactly_its_lease_calls_in_its_namespace() -> None:
+    role = find("Role", "virtualpod-agent-leases")
+    binding = find("RoleBinding", "virtualpod-agent-leases")
+    account = find("ServiceAccount")
+    assert granted(role) == set(AGENT_LEASE_CALLS)
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"]
+    assert role["metadata"]["namespace"] == Settings().namespace == OPERATOR_NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "virtualpod-agent-leases",
+    }
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        }
+    ]
+
+
 def test_rbac_is_bound_to_the_operator_service_account() -> None:
     binding = find("ClusterRoleBinding", "virtualpod-operator")
     account = find("ServiceAccount")
@@ -593,3 +668,14 @@ def test_rbac_is_bound_to_the_operator_service_account() -> None:
     ]
     assert account["metadata"]["namespace"] == OPERATOR_NAMESPACE
     assert find("Namespace", OPERATOR_NAMESPACE)
+
+
+def test_runtime_class_overhead_is_the_vmm_overhead() -> None:
+    """The scheduler counts each VM's QEMU memory through the companion Pod's RuntimeClass."""
+    from virtualpod.core.companion import LIBVIRT_HOST_LABEL, RUNTIME_CLASS
+    from virtualpod.core.quantity import parse_bytes
+
+    runtime_class = find("RuntimeClass", RUNTIME_CLASS)
+    fixed = runtime_class["overhead"]["podFixed"]
+    assert parse_bytes(fixed["memory"], "podFixed.memory") == Settings().vmm_overhead.memory_bytes
+    assert runtime_class["scheduling"]["nodeSelector"] == {LIBVIRT_HOST_LABEL: "true"}

@@ -80,7 +80,7 @@ spec:
       resources:
         requests: {cpu: "2", memory: 1Gi}
         limits: {cpu: "1", memory: lots}
-      ports: []
+      volumeMounts: []
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -106,7 +106,10 @@ def test_bad_input_names_file_object_and_field_without_traceback(tmp_path):
         f"{prefix}resources.limits.memory: invalid quantity 'lots': not a Kubernetes quantity"
         in errors
     )
-    assert f"{prefix}ports: unknown field (known: name, image, resources)" in errors
+    assert (
+        f"{prefix}volumeMounts: unknown field (known: name, image, resources, command, args, "
+        "env, ports)" in errors
+    )
     assert [p["name"] for p in json.loads(result.stdout)] == ["fine"]
 
 

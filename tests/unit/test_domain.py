@@ -95,7 +95,8 @@ def test_driver():
 
 
 @pytest.mark.parametrize(
-    "example", ["guaranteed", "burstable", "besteffort", "multi-container", "init-container"]
+    "example",
+    ["guaranteed", "burstable", "besteffort", "multi-container", "init-container", "workload"],
 )
 def test_examples_define_on_libvirt_and_read_back(test_driver, example, repo_root):
     import yaml

@@ -110,8 +110,8 @@ BAD = [
     ("unknown spec field", virtualpod(container(), replicas=3), "spec.replicas", "unknown field"),
     (
         "unknown container field",
-        virtualpod({**container(), "ports": [{"containerPort": 80}]}),
-        "spec.containers[0].ports",
+        virtualpod({**container(), "volumeMounts": []}),
+        "spec.containers[0].volumeMounts",
         "unknown field",
     ),
     (

@@ -12,6 +12,8 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from virtualpod.core.disks import VolumeDisk, render_disk
+from virtualpod.core.nic import Nic, render_nic
 from virtualpod.core.quantity import kib_ceil
 from virtualpod.core.spec import DiskBoot, KernelBoot, SuspendMode
 from virtualpod.core.tuning import CpuTune, MemTune
@@ -51,6 +53,9 @@ class DomainSpec:
     boot: DiskBoot | KernelBoot | None = None
     console_log: str | None = None
     memory_stats_period_s: int = 5
+    #: Storage volumes the workload runs from (root overlay, cloud-init seed).
+    disks: tuple[VolumeDisk, ...] = ()
+    nics: tuple[Nic, ...] = ()
 
 
 def domain_name(namespace: str, name: str) -> str:
@@ -152,6 +157,10 @@ def _render_devices(devices: ET.Element, spec: DomainSpec) -> None:
         _sub(disk, "driver", name="qemu", type=spec.boot.format.value)
         _sub(disk, "source", file=spec.boot.path)
         _sub(disk, "target", dev="vda", bus="virtio")
+    for volume in spec.disks:
+        render_disk(devices, volume)
+    for nic in spec.nics:
+        render_nic(devices, nic)
     if spec.console_log:
         serial = _sub(devices, "serial", type="file")
         _sub(serial, "source", path=spec.console_log, append="on")

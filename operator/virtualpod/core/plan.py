@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from virtualpod.core.disks import workload_disks
 from virtualpod.core.domain import (
     DomainMetadata,
     DomainSpec,
@@ -16,10 +17,13 @@ from virtualpod.core.domain import (
     domain_uuid,
     render_domain,
 )
+from virtualpod.core.image import ImageRef
+from virtualpod.core.nic import Nic, mac_address
 from virtualpod.core.qos import QOSClass, qos_class
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.sizing import VMSize, pod_requests, vm_size
 from virtualpod.core.spec import SuspendMode, VirtualPod, parse_virtualpod
+from virtualpod.core.storage import root_volume, seed_volume
 from virtualpod.core.tuning import (
     CpuTune,
     MemTune,
@@ -28,6 +32,43 @@ from virtualpod.core.tuning import (
     memtune,
     oom_score_adj,
 )
+from virtualpod.core.workload import ContainerPort
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a VM with an image runs from: base image, its volumes, its NIC and ports."""
+
+    image: ImageRef
+    root_volume: str
+    seed_volume: str
+    #: The first app container's ephemeral-storage (limit, request): the overlay's size.
+    storage_limit_bytes: int | None
+    storage_request_bytes: int | None
+    nic: Nic
+    #: Container ports with a hostPort (forwarded on user-mode NICs).
+    host_ports: tuple[ContainerPort, ...]
+
+
+def plan_workload(pod: VirtualPod, uuid: str, settings: Settings) -> Workload | None:
+    """The workload of a VirtualPod whose first app container names a VM disk image."""
+    if pod.image is None:
+        return None
+    first = pod.containers[0]
+    return Workload(
+        image=pod.image,
+        root_volume=root_volume(uuid),
+        seed_volume=seed_volume(uuid),
+        storage_limit_bytes=first.limits.ephemeral_storage_bytes,
+        storage_request_bytes=first.requests.ephemeral_storage_bytes,
+        nic=Nic(pod.network or settings.network, mac_address(uuid)),
+        host_ports=tuple(
+            port
+            for container in pod.containers
+            for port in container.process.ports
+            if port.host_port is not None
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -42,6 +83,7 @@ class VMPlan:
     suspend_mode: SuspendMode
     domain: DomainSpec
     domain_xml: str
+    workload: Workload | None = None
 
     @property
     def name(self) -> str:
@@ -89,6 +131,8 @@ def plan_virtualpod(
     priority = effective_priority(pod, priority_classes or {})
     suspend_mode = pod.suspend_mode or settings.eviction.suspend_mode
     name = domain_name(pod.namespace, pod.name)
+    uuid = domain_uuid(pod.namespace, pod.name, pod.uid)
+    workload = plan_workload(pod, uuid, settings)
     written_cpu = (
         CpuTune(cpu_weight_from_shares(cpu.shares), cpu.period_us, cpu.quota_us)
         if cgroup_version == 2
@@ -96,7 +140,7 @@ def plan_virtualpod(
     )
     domain = DomainSpec(
         name=name,
-        uuid=domain_uuid(pod.namespace, pod.name, pod.uid),
+        uuid=uuid,
         domain_type=settings.domain_type,
         vcpus=size.vcpus,
         memory_bytes=size.memory_bytes,
@@ -115,6 +159,8 @@ def plan_virtualpod(
         boot=pod.boot,
         console_log=f"{settings.console_log_dir.rstrip('/')}/{name}.console.log",
         memory_stats_period_s=settings.memory_stats_period_s,
+        disks=workload_disks(uuid) if workload else (),
+        nics=(workload.nic,) if workload else (),
     )
     return VMPlan(
         pod=pod,
@@ -127,4 +173,5 @@ def plan_virtualpod(
         suspend_mode=suspend_mode,
         domain=domain,
         domain_xml=render_domain(domain),
+        workload=workload,
     )

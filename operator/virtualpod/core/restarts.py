@@ -20,3 +20,14 @@ def restart_delay(backoff: RestartBackoff, streak: int) -> float:
 def crash_loop_over(backoff: RestartBackoff, ran_for_s: float) -> bool:
     """A VM that ran at least `reset` since its last restart is not crash-looping."""
     return ran_for_s >= backoff.reset_s
+
+
+def needs_restart(
+    *, stopped: bool, has_managed_save: bool, placed: bool, suspended: bool, deleting: bool
+) -> bool:
+    """Restart policy Always: a VM shut off or crashed with nothing to restore.
+
+    Not a VM with a managed-save image (the pressure monitor's or an admin's), nor one
+    the pressure monitor holds, nor one being deleted, nor one never placed here.
+    """
+    return stopped and not has_managed_save and placed and not suspended and not deleting

@@ -75,6 +75,15 @@ class EvictionSettings:
 
 
 @dataclass(frozen=True)
+class StorageSettings:
+    """Where the two storage pools keep their files, and how long a download may stall."""
+
+    image_dir: str = "/var/lib/virtualpod/images"
+    volume_dir: str = "/var/lib/virtualpod/volumes"
+    download_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Settings:
     default_container_size: Amount = Amount(cpu_millis=1000, memory_bytes=512 * MIB)
     padding: Amount = Amount(cpu_millis=0, memory_bytes=64 * MIB)
@@ -82,12 +91,19 @@ class Settings:
     reserved: Amount = Amount(cpu_millis=0, memory_bytes=512 * MIB)
     libvirt_uri: str = "test:///default"
     host_name: str = ""
+    namespace: str = "virtualpod-system"
+    lease_renew_interval_s: float = 5.0
     domain_type: str = "kvm"
     cgroup_version: str = "auto"
     console_log_dir: str = "/var/log/libvirt/qemu"
     memory_stats_period_s: int = 5
     restart_backoff: RestartBackoff = RestartBackoff()
     eviction: EvictionSettings = field(default_factory=EvictionSettings)
+    storage: StorageSettings = StorageSettings()
+    network: str = "default"
+    host_port_address: str = "127.0.0.1"
+    peering: str = "virtualpod-controller"
+    placeholder_image: str = "registry.k8s.io/pause:3.10"
 
 
 DEFAULTS_YAML = """\
@@ -106,6 +122,8 @@ reserved:                 # host capacity kept back from VMs (allocatable = capa
   memory: 512Mi
 libvirtURI: test:///default   # qemu:///system on a real host
 hostName: ""              # name of the libvirt host this operator serves; "" = system hostname
+namespace: virtualpod-system   # the operator's own namespace (its per-host Leases live here)
+leaseRenewInterval: 5s    # an agent renews its host's Lease (measured memory) this often
 domainType: kvm           # kvm, or qemu for software emulation (TCG)
 cgroupVersion: auto       # auto, 1 or 2: on 2, <shares> is converted to a cpu.weight value
 consoleLogDir: /var/log/libvirt/qemu   # each VM's serial console is logged here
@@ -114,6 +132,12 @@ restartBackoff:           # a VM that stopped outside the operator is started ag
   initial: 10s            # at once, then after `initial` doubling up to `max`;
   max: 5m
   reset: 10m              # a VM that ran this long since its last restart starts over
+storage:
+  imageDir: /var/lib/virtualpod/images     # pool virtualpod-images: base images, imported once
+  volumeDir: /var/lib/virtualpod/volumes   # pool virtualpod-volumes: each VM's overlay and seed
+  downloadTimeout: 60s    # an http(s) image download fails after this long without data
+network: default          # libvirt network of each VM's NIC; "user": QEMU user-mode networking
+hostPortAddress: 127.0.0.1   # user-mode NICs: where containers' hostPorts listen on the host
 eviction:
   signal: host            # host: host memory.available; pool: allocatable - VM working sets
   hard:
@@ -131,6 +155,8 @@ eviction:
   psi:
     enabled: false        # also treat /proc/pressure/memory as an early warning
     someAvg10: 10         # percent
+peering: virtualpod-controller  # Kopf peering of the controller replicas (one is active)
+placeholderImage: registry.k8s.io/pause:3.10  # image of the companion Pods' containers
 """
 
 _DURATION = re.compile(r"^(?P<amount>\d+(\.\d+)?)(?P<unit>ms|s|m|h)?$")
@@ -254,17 +280,43 @@ def settings_from_mapping(data: object) -> Settings:
         reserved=root.amount("reserved", base.reserved),
         libvirt_uri=root.string("libvirtURI", base.libvirt_uri),
         host_name=root.string("hostName", base.host_name),
+        namespace=root.string("namespace", base.namespace),
+        lease_renew_interval_s=root.duration("leaseRenewInterval", base.lease_renew_interval_s),
         domain_type=root.string("domainType", base.domain_type, ("kvm", "qemu")),
         cgroup_version=root.string("cgroupVersion", base.cgroup_version, ("auto", "1", "2")),
         console_log_dir=root.string("consoleLogDir", base.console_log_dir),
         memory_stats_period_s=int(root.number("memoryStatsPeriod", base.memory_stats_period_s)),
         restart_backoff=_restart_backoff(root.child("restartBackoff"), base.restart_backoff),
         eviction=_eviction(root.child("eviction"), base.eviction),
+        storage=_storage(root.child("storage"), base.storage),
+        network=root.string("network", base.network),
+        host_port_address=root.string("hostPortAddress", base.host_port_address),
+        peering=root.string("peering", base.peering),
+        placeholder_image=root.string("placeholderImage", base.placeholder_image),
     )
     root.done()
+    if settings.lease_renew_interval_s <= 0:
+        raise SettingsError("leaseRenewInterval: must be greater than zero")
+    if not settings.namespace:
+        raise SettingsError("namespace: must not be empty")
     if not settings.console_log_dir.startswith("/"):
         raise SettingsError("consoleLogDir: must be an absolute path")
     return settings
+
+
+def _storage(reader: _Reader, base: StorageSettings) -> StorageSettings:
+    storage = StorageSettings(
+        image_dir=reader.string("imageDir", base.image_dir),
+        volume_dir=reader.string("volumeDir", base.volume_dir),
+        download_timeout_s=reader.duration("downloadTimeout", base.download_timeout_s),
+    )
+    reader.done()
+    for key, directory in (("imageDir", storage.image_dir), ("volumeDir", storage.volume_dir)):
+        if not directory.startswith("/"):
+            raise SettingsError(f"storage.{key}: must be an absolute path")
+    if storage.download_timeout_s <= 0:
+        raise SettingsError("storage.downloadTimeout: must be greater than zero")
+    return storage
 
 
 def _restart_backoff(reader: _Reader, base: RestartBackoff) -> RestartBackoff:

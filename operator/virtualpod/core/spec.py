@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from virtualpod.core.image import ImageError, ImageRef, parse_image
 from virtualpod.core.quantity import (
     QuantityError,
     format_bytes,
@@ -22,6 +23,7 @@ from virtualpod.core.quantity import (
     parse_bytes,
     parse_cpu_millis,
 )
+from virtualpod.core.workload import Process, parse_process
 
 API_GROUP = "virtualpod.dev"
 API_VERSION = "v1alpha1"
@@ -32,7 +34,12 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _PATH_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
-SUPPORTED_RESOURCES = ("cpu", "memory")
+SUPPORTED_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+#: Longest `spec.cloudInit.userData` (cloud-init reads it from a small ISO seed).
+MAX_USER_DATA = 64 * 1024
+#: PodSpec fields copied onto the companion Pod as they are (the API server validates them
+#: there); here only their outer shape is checked.
+PLACEMENT_FIELDS = ("nodeSelector", "affinity", "tolerations")
 
 
 class SuspendMode(StrEnum):
@@ -70,6 +77,8 @@ class Resources:
 
     cpu_millis: int | None = None
     memory_bytes: int | None = None
+    #: Local ephemeral storage: the size of the VM's root disk overlay.
+    ephemeral_storage_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,7 @@ class Container:
     requests: Resources = Resources()
     limits: Resources = Resources()
     image: str | None = None
+    process: Process = field(default_factory=Process)
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,12 @@ class VirtualPod:
     boot: DiskBoot | KernelBoot | None = None
     generation: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The VM disk image of the first app container, when it names one.
+    image: ImageRef | None = None
+    #: libvirt network for the VM's NIC; None: the operator's `network` setting.
+    network: str | None = None
+    #: `spec.cloudInit.userData`: the user's own user-data instead of the rendered one.
+    user_data: str | None = None
 
     @property
     def all_containers(self) -> tuple[Container, ...]:
@@ -204,6 +220,9 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
             "suspendMode",
             "nodeName",
             "boot",
+            "network",
+            "cloudInit",
+            *PLACEMENT_FIELDS,
         ),
     )
     containers = _parse_containers(spec.get("containers"), "spec.containers", errors)
@@ -226,6 +245,10 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
         spec.get("priorityClassName"), "spec.priorityClassName"
     )
     node_name = errors.dns_subdomain(spec.get("nodeName"), "spec.nodeName")
+    image = _parse_image(containers, boot, errors)
+    network = _parse_network(spec.get("network"), errors)
+    user_data = _parse_cloud_init(spec.get("cloudInit"), errors)
+    _check_placement(spec, errors)
 
     if errors.items:
         raise SpecError(errors.items)
@@ -244,7 +267,23 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
         boot=boot,
         generation=generation if isinstance(generation, int) else None,
         labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else {},
+        image=image,
+        network=network,
+        user_data=user_data,
     )
+
+
+def _check_placement(spec: Mapping[str, object], errors: _Errors) -> None:
+    selector = errors.mapping(spec.get("nodeSelector"), "spec.nodeSelector")
+    for key, value in selector.items():
+        if not isinstance(value, str):
+            errors.add(f"spec.nodeSelector.{key}", "must be a string")
+    errors.mapping(spec.get("affinity"), "spec.affinity")
+    tolerations = spec.get("tolerations")
+    if tolerations is not None and (
+        not isinstance(tolerations, list) or not all(isinstance(t, Mapping) for t in tolerations)
+    ):
+        errors.add("spec.tolerations", "must be a list of tolerations")
 
 
 def _parse_containers(value: object, path: str, errors: _Errors) -> list[Container]:
@@ -263,7 +302,9 @@ def _parse_containers(value: object, path: str, errors: _Errors) -> list[Contain
 def _parse_container(value: object, path: str, errors: _Errors) -> Container | None:
     before = len(errors.items)
     item = errors.mapping(value, path)
-    errors.unknown_fields(item, path, ("name", "image", "resources"))
+    errors.unknown_fields(
+        item, path, ("name", "image", "resources", "command", "args", "env", "ports")
+    )
     if "name" not in item:
         errors.add(f"{path}.name", "is required")
     name = errors.dns_label(item.get("name"), f"{path}.name")
@@ -274,9 +315,10 @@ def _parse_container(value: object, path: str, errors: _Errors) -> Container | N
     explicit = _parse_resource_list(resources.get("requests"), f"{path}.resources.requests", errors)
     requests = _default_requests(explicit, limits)
     _check_requests_within_limits(requests, limits, f"{path}.resources.requests", errors)
+    process = parse_process(item, path, errors.add)
     if len(errors.items) > before or name is None:
         return None
-    return Container(name=name, image=image, requests=requests, limits=limits)
+    return Container(name=name, image=image, requests=requests, limits=limits, process=process)
 
 
 def _parse_resource_list(value: object, path: str, errors: _Errors) -> Resources:
@@ -285,7 +327,7 @@ def _parse_resource_list(value: object, path: str, errors: _Errors) -> Resources
         if key not in SUPPORTED_RESOURCES:
             errors.add(
                 f"{path}.{key}",
-                "unsupported resource: a VirtualPod is sized from cpu and memory only",
+                "unsupported resource: a VirtualPod takes cpu, memory and ephemeral-storage",
             )
     try:
         cpu = parse_cpu_millis(items["cpu"], f"{path}.cpu") if "cpu" in items else None
@@ -297,7 +339,17 @@ def _parse_resource_list(value: object, path: str, errors: _Errors) -> Resources
     except QuantityError as error:
         errors.add(error.field, f"invalid quantity {error.value!r}: {error.reason}")
         memory = None
-    return Resources(cpu_millis=cpu, memory_bytes=memory)
+    storage_key = "ephemeral-storage"
+    try:
+        storage = (
+            parse_bytes(items[storage_key], f"{path}.{storage_key}")
+            if storage_key in items
+            else None
+        )
+    except QuantityError as error:
+        errors.add(error.field, f"invalid quantity {error.value!r}: {error.reason}")
+        storage = None
+    return Resources(cpu_millis=cpu, memory_bytes=memory, ephemeral_storage_bytes=storage)
 
 
 def _default_requests(requests: Resources, limits: Resources) -> Resources:
@@ -306,6 +358,11 @@ def _default_requests(requests: Resources, limits: Resources) -> Resources:
         cpu_millis=limits.cpu_millis if requests.cpu_millis is None else requests.cpu_millis,
         memory_bytes=(
             limits.memory_bytes if requests.memory_bytes is None else requests.memory_bytes
+        ),
+        ephemeral_storage_bytes=(
+            limits.ephemeral_storage_bytes
+            if requests.ephemeral_storage_bytes is None
+            else requests.ephemeral_storage_bytes
         ),
     )
 
@@ -385,3 +442,44 @@ def _parse_boot(value: object, errors: _Errors) -> DiskBoot | KernelBoot | None:
             errors.add("spec.boot.kernel.cmdline", "must not contain control characters")
         return KernelBoot(path=path, initrd=initrd, cmdline=cmdline) if path else None
     return None
+
+
+def _parse_image(
+    containers: Sequence[Container], boot: DiskBoot | KernelBoot | None, errors: _Errors
+) -> ImageRef | None:
+    """The first app container's image when it names a VM disk (path or URL)."""
+    if not containers or not containers[0].image:
+        return None
+    try:
+        image = parse_image(containers[0].image)
+    except ImageError as error:
+        errors.add("spec.containers[0].image", str(error))
+        return None
+    if image is not None and isinstance(boot, DiskBoot):
+        errors.add(
+            "spec.boot.disk",
+            "the first container's image is already the VM's disk: drop spec.boot.disk "
+            "(spec.boot.kernel may boot the image's root filesystem)",
+        )
+        return None
+    return image
+
+
+def _parse_network(value: object, errors: _Errors) -> str | None:
+    text = errors.string(value, "spec.network")
+    if text is not None and (
+        not text or len(text) > 253 or "/" in text or _PATH_FORBIDDEN.search(text)
+    ):
+        errors.add("spec.network", f"{text!r} is not a libvirt network name")
+        return None
+    return text
+
+
+def _parse_cloud_init(value: object, errors: _Errors) -> str | None:
+    cloud_init = errors.mapping(value, "spec.cloudInit")
+    errors.unknown_fields(cloud_init, "spec.cloudInit", ("userData",))
+    user_data = errors.string(cloud_init.get("userData"), "spec.cloudInit.userData")
+    if user_data is not None and len(user_data.encode()) > MAX_USER_DATA:
+        errors.add("spec.cloudInit.userData", f"must be at most {MAX_USER_DATA} bytes")
+        return None
+    return user_data

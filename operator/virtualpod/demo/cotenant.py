@@ -23,7 +23,7 @@ from virtualpod.demo.output import Clock, DemoError, say
 from virtualpod.demo.pool import MEASURED_RSS, ConfiguredMemoryHypervisor, DemoPool
 from virtualpod.demo.timeline import Action, DemoReporter, signal_before
 from virtualpod.demo.views import phases, print_phases
-from virtualpod.kube.handlers import OperatorContext
+from virtualpod.kube.context import AgentContext
 from virtualpod.libvirt.hypervisor import DomainState, Hypervisor
 from virtualpod.pressure.monitor import HypervisorPort, Inventory, Monitor, mib
 from virtualpod.testing import KubeClient, async_wait_for
@@ -47,7 +47,7 @@ def round_up(count: int, unit: int) -> int:
 class PressureLoop:
     """The monitor the operator runs for the demo, on the demo's pool signal.
 
-    `start` is an `OperatorContext.on_ready` hook: it runs in the operator's thread, where
+    `start` is an `AgentContext.on_ready` hook: it runs in the operator's thread, where
     the status reporter's Kubernetes calls need Kopf's context.
     """
 
@@ -66,7 +66,7 @@ class PressureLoop:
     def measurement(self) -> str:
         return MEASURED_RSS if self.measured_rss else ConfiguredMemoryHypervisor.measurement
 
-    def start(self, ctx: OperatorContext) -> Coroutine[Any, Any, None]:
+    def start(self, ctx: AgentContext) -> Coroutine[Any, Any, None]:
         """Build the monitor; return its loop, for the operator to run."""
         own = None if self.measured_rss else ConfiguredMemoryHypervisor(ctx.settings.libvirt_uri)
         hv: HypervisorPort = ctx.hv if own is None else own
@@ -165,7 +165,6 @@ class CoTenant:
         action = await async_wait_for(
             reported, PRESSURE_TIMEOUT_S, interval=0.1, what=f"{vm.name} to be {what}"
         )
-        assert action is not None
         before = signal_before(self.pool, action)
         after = await self.pool.sample_after(action.at, action.uuid, counted=what == "resumed")
         change = "released" if what == "suspended" else "taken back"

@@ -120,11 +120,9 @@ class DemoPool(PoolSignal):
         async def sampled() -> PoolReading | None:
             return self.after(at, uuid, counted)
 
-        reading = await async_wait_for(
+        return await async_wait_for(
             sampled, SAMPLE_TIMEOUT_S, interval=0.1, what="the monitor's next sample"
         )
-        assert reading is not None
-        return reading
 
     async def settled_usage(self) -> PoolReading:
         """A sample taken once the VMs' working sets stopped growing (guests just booted).

@@ -16,7 +16,7 @@ pressure (`cotenant`) and prints a timeline and a summary that tests assert on
 images, the namespace it made -- also on Ctrl-C or failure.
 
 The demo's VirtualPods carry `spec.nodeName` set to a host name of the demo's own, so an
-operator already serving that cluster leaves them alone (handlers.assigned_here).
+operator already serving that cluster leaves them alone (`core.binding.serves`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ CLEANUP_TIMEOUT_S = 45.0
 #: What ends the demo with "demo failed: ..." (exit 1) rather than a traceback.
 FAILURES = (DemoError, SettingsError, ApiRequestError, WaitTimeoutError)
 #: Loggers that would talk over the demo's own output.
-NOISY_LOGGERS = ("kopf", "virtualpod.kube.handlers", "aiohttp")
+NOISY_LOGGERS = ("kopf", "virtualpod.kube", "aiohttp")
 
 
 async def remove_domains(hv: Hypervisor, out: TextIO, why: str) -> None:

@@ -10,7 +10,8 @@ from virtualpod.core.qos import QOSClass
 from virtualpod.core.quantity import format_bytes
 from virtualpod.demo.output import Clock, say, table
 from virtualpod.demo.pool import DemoPool, PoolReading
-from virtualpod.kube.handlers import OperatorContext, StatusReporter, Suspension
+from virtualpod.kube.context import AgentContext, Suspension
+from virtualpod.kube.pressure_reporter import StatusReporter
 from virtualpod.pressure.monitor import PressureStatus, mib
 from virtualpod.pressure.policy import VMView
 
@@ -59,7 +60,7 @@ class DemoReporter:
     and `kubectl describe vpod` show what the timeline shows.
     """
 
-    def __init__(self, ctx: OperatorContext, clock: Clock, out: TextIO) -> None:
+    def __init__(self, ctx: AgentContext, clock: Clock, out: TextIO) -> None:
         self.ctx = ctx
         self.status = StatusReporter(ctx)
         self.clock = clock

@@ -1,9 +1,10 @@
 """`virtualpod run`: the operator process (kopf with our handlers and settings).
 
 Settings are loaded once here and travel in kopf's memo, so every handler sees the
-same values; the command-line flags override the settings file. When the pressure
-monitor module is present it is started once libvirt is connected, with a reporter
-that turns its actions into status and Events.
+same values; the command-line flags override the settings file. `--role` picks the
+handlers, registered onto an explicit Kopf registry: `agent` (one per libvirt host,
+standalone) or `all` (a single host). The agent starts the pressure monitor once
+libvirt is connected, with a reporter that turns its actions into status and Events.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any, TextIO
 
 import kopf
 
 from virtualpod.core.settings import Settings, SettingsError, load_settings
+from virtualpod.kube import agent, common
+from virtualpod.kube.context import AgentContext, Role, context, make_memo
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +35,14 @@ def effective_settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def pressure_hook(ctx: Any) -> Any:
-    """`OperatorContext.on_ready` hook: the pressure monitor's loop, as a coroutine."""
+def pressure_hook(ctx: AgentContext) -> Awaitable[None]:
+    """`AgentContext.on_ready` hook: the pressure monitor's loop, as a coroutine."""
     return run_pressure_monitor(ctx)
 
 
-async def run_pressure_monitor(ctx: Any) -> None:
+async def run_pressure_monitor(ctx: AgentContext) -> None:
     """Sample host memory and suspend/resume VMs in QoS order (`virtualpod.pressure.monitor`)."""
-    from virtualpod.kube.handlers import PressureReporter
+    from virtualpod.kube.pressure_reporter import PressureReporter
     from virtualpod.libvirt.hypervisor import HypervisorError
     from virtualpod.pressure.monitor import Inventory, Monitor, signal_from_settings
 
@@ -63,19 +67,33 @@ async def run_pressure_monitor(ctx: Any) -> None:
     await monitor.run()
 
 
-def build_memo(settings: Settings, *, api_url: str | None = None, pressure: bool = True) -> Any:
+def build_memo(
+    settings: Settings,
+    role: Role = Role.ALL,
+    *,
+    api_url: str | None = None,
+    pressure: bool = True,
+) -> kopf.Memo:
     """The kopf memo for one operator: our context, with the pressure monitor wired in."""
-    from virtualpod.kube.handlers import make_memo
-
-    memo = make_memo(settings, api_url=api_url)
+    memo = make_memo(settings, role, api_url=api_url)
     if pressure:
-        memo.ctx.on_ready.append(pressure_hook)
+        context(memo).on_ready.append(pressure_hook)
     return memo
+
+
+def build_registry(role: Role) -> kopf.OperatorRegistry:
+    """The handlers of a role, on a registry of their own (nothing module-global)."""
+    registry = kopf.OperatorRegistry()
+    common.register(registry)
+    if role in (Role.AGENT, Role.ALL):
+        agent.register(registry)
+    return registry
 
 
 async def run_operator(
     settings: Settings,
     *,
+    role: Role = Role.ALL,
     namespaces: list[str] | None = None,
     standalone: bool = True,
     liveness: str | None = None,
@@ -85,14 +103,13 @@ async def run_operator(
     pressure: bool = True,
 ) -> None:
     """Run the operator in the current event loop until stopped (`virtualpod run`)."""
-    import virtualpod.kube.handlers  # noqa: F401  (registers the handlers)
-
     await kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces or (),
         standalone=standalone,
         liveness_endpoint=liveness,
-        memo=build_memo(settings, api_url=api_url, pressure=pressure),
+        registry=build_registry(role),
+        memo=build_memo(settings, role, api_url=api_url, pressure=pressure),
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )
@@ -109,18 +126,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    role = Role(getattr(args, "role", Role.ALL.value))
     out.write(
         f"virtualpod operator: libvirt {settings.libvirt_uri}, host "
         f"{settings.host_name or '(system hostname)'}, "
-        f"namespaces {', '.join(args.namespace) if args.namespace else 'all'}\n"
+        f"namespaces {', '.join(args.namespace) if args.namespace else 'all'}, role {role.value}\n"
     )
     out.flush()
     try:
         asyncio.run(
             run_operator(
                 settings,
+                role=role,
                 namespaces=list(args.namespace),
-                standalone=args.standalone,
+                standalone=args.standalone or role is Role.AGENT,
                 liveness=args.liveness,
             )
         )

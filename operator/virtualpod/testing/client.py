@@ -2,7 +2,7 @@
 
 It talks to the API exactly as kubectl would (JSON over HTTP), whether the API is the
 emulator or a real cluster, so what its callers see is what a user sees. Only what they
-need: VirtualPods, namespaces, Events and a watch.
+need: VirtualPods, namespaces, Events, Leases and a watch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import aiohttp
 from virtualpod.core.spec import API_GROUP, API_VERSION
 
 PLURAL = "virtualpods"
+LEASES = "/apis/coordination.k8s.io/v1"
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -160,12 +161,15 @@ class KubeClient:
             raise ApiRequestError(f"cannot get VirtualPod {namespace}/{name}", status, data)
         return dict(data)
 
-    async def merge_patch(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    async def merge_patch(
+        self, namespace: str, name: str, patch: dict[str, Any], sub: str = ""
+    ) -> dict[str, Any]:
+        """A merge patch of the VirtualPod, or of its `sub`resource (e.g. "status")."""
         patched: dict[str, Any] = await self._expect(
             f"cannot patch VirtualPod {namespace}/{name}",
             (200,),
             "PATCH",
-            vpod_path(namespace, name),
+            vpod_path(namespace, name, sub),
             patch,
             headers=MERGE_PATCH,
         )
@@ -204,7 +208,7 @@ class KubeClient:
             async for line in stream.content:
                 yield json.loads(line)
 
-    # ------------------------------------------------------ namespaces, Events
+    # ----------------------------------------------- namespaces, Events, Leases
 
     async def ensure_namespace(self, name: str) -> bool:
         """Create the namespace; True if this call created it."""
@@ -223,6 +227,14 @@ class KubeClient:
             "DELETE",
             f"/api/v1/namespaces/{name}",
         )
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        status, data = await self.request("GET", f"{LEASES}/namespaces/{namespace}/leases/{name}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise ApiRequestError(f"cannot get Lease {namespace}/{name}", status, data)
+        return dict(data)
 
     async def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The Events about the object called `name` in the namespace."""

@@ -41,6 +41,8 @@ from virtualpod.testing.store import DEFAULT_HISTORY, ObjectStore
 
 #: Decides which writes `hold_writes` stalls: (method, content type, namespace, name).
 WritePredicate = Callable[[str, str, str | None, str | None], bool]
+#: An admission plugin: (resource, namespace, object to create).
+Admission = Callable[[ResourceSpec, str | None, JSON], None]
 
 
 class KubernetesApiEmulator(kmock.KubernetesEmulator):
@@ -58,6 +60,9 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         self.watches_opened: dict[str, int] = {}
         self._holding: WritePredicate | None = None
         self._released = asyncio.Event()
+        #: Called on every create before it is stored, as admission plugins are: each may
+        #: change the object or refuse it with an `ApiError` (see `testing.admission`).
+        self.admission: list[Admission] = []
         for spec in (*BUILTIN_RESOURCES, VIRTUALPODS):
             self.declare(spec)
         self.put_object("v1/namespaces", {"metadata": {"name": "default"}})
@@ -96,6 +101,22 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         spec = self._specs[resource_key]
         namespace = obj.get("metadata", {}).get("namespace") if spec.namespaced else None
         return self.store.create(spec, namespace or ("default" if spec.namespaced else None), obj)
+
+    def patch_object(
+        self,
+        resource_key: str,
+        namespace: str | None,
+        name: str,
+        patch: JSON,
+        subresource: str | None = None,
+    ) -> JSON:
+        """Merge-patch a stored object (as a PATCH would), for the test stand-ins."""
+        target = Target(self._specs[resource_key], namespace, name, subresource)
+        return self.store.patch(target, "application/merge-patch+json", patch)
+
+    def delete_object(self, resource_key: str, namespace: str | None, name: str) -> JSON:
+        """Delete a stored object (as a DELETE would), for the test stand-ins."""
+        return self.store.delete(Target(self._specs[resource_key], namespace, name, None))
 
     def hold_writes(self, predicate: WritePredicate) -> None:
         """Stall matching writes, as an unreachable API server would; `release_writes()`
@@ -181,6 +202,8 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             namespace = t.namespace or data.get("metadata", {}).get("namespace")
             if t.resource.namespaced and not namespace:
                 namespace = "default"
+            for admit in self.admission:
+                admit(t.resource, namespace, data)
             return self.store.create(t.resource, namespace, data), 201
         if t.name is None:
             raise ApiError(405, "MethodNotAllowed", f"{method} on a collection")

@@ -80,6 +80,7 @@ BUILTIN_RESOURCES = (
     ResourceSpec("", "v1", "events", "Event", namespaced=True),
     ResourceSpec("", "v1", "configmaps", "ConfigMap", namespaced=True),
     ResourceSpec("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False),
+    ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
     ResourceSpec(
         "apiextensions.k8s.io",
         "v1",
@@ -88,6 +89,22 @@ BUILTIN_RESOURCES = (
         namespaced=False,
         subresources=frozenset({"status"}),
     ),
+    # Cluster mode: companion Pods, the Nodes they bind to, the admission objects that
+    # apply to them and Kopf's peering for the controller.
+    ResourceSpec("", "v1", "pods", "Pod", namespaced=True, subresources=frozenset({"status"})),
+    ResourceSpec("", "v1", "nodes", "Node", namespaced=False, subresources=frozenset({"status"})),
+    ResourceSpec("", "v1", "limitranges", "LimitRange", namespaced=True),
+    ResourceSpec(
+        "",
+        "v1",
+        "resourcequotas",
+        "ResourceQuota",
+        namespaced=True,
+        subresources=frozenset({"status"}),
+    ),
+    ResourceSpec("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", namespaced=False),
+    ResourceSpec("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False),
+    ResourceSpec("kopf.dev", "v1", "kopfpeerings", "KopfPeering", namespaced=True),
 )
 VIRTUALPODS = ResourceSpec(
     API_GROUP, API_VERSION, "virtualpods", KIND, namespaced=True, subresources=frozenset({"status"})

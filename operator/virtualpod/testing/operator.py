@@ -28,8 +28,8 @@ import kopf
 
 from virtualpod.core.settings import Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION
-from virtualpod.kube.handlers import OperatorContext, context
-from virtualpod.kube.runner import build_memo
+from virtualpod.kube.context import AgentContext, Role, context
+from virtualpod.kube.runner import build_memo, build_registry
 from virtualpod.testing.emulator import KubernetesApiEmulator
 from virtualpod.testing.waiting import async_wait_for
 
@@ -39,7 +39,7 @@ VPODS_KEY = f"{API_GROUP}/{API_VERSION}/virtualpods"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 #: Runs inside the operator once libvirt is open; may return a coroutine to run there.
-ReadyHook = Callable[[OperatorContext], Any]
+ReadyHook = Callable[[AgentContext], Any]
 
 
 class WatchProbe:
@@ -67,8 +67,10 @@ class InProcessOperator:
     #: Run the pressure monitor, as `virtualpod run` does.
     pressure: bool = False
     #: Adjusts the context before the operator starts (e.g. a shorter restart back-off).
-    prepare: Callable[[OperatorContext], None] | None = None
+    prepare: Callable[[AgentContext], None] | None = None
     on_ready: Sequence[ReadyHook] = ()
+    #: Which handlers: a host's agent, or all of them for a single host.
+    role: Role = Role.ALL
     memo: Any = None
     thread: threading.Thread | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -78,7 +80,7 @@ class InProcessOperator:
     ready_flag: threading.Event = field(default_factory=threading.Event)
 
     @property
-    def ctx(self) -> OperatorContext:
+    def ctx(self) -> AgentContext:
         return context(self.memo)
 
     def _run(self) -> None:
@@ -90,6 +92,7 @@ class InProcessOperator:
             kopf.operator(
                 clusterwide=True,
                 standalone=True,
+                registry=build_registry(self.role),
                 memo=self.memo,
                 stop_flag=self.stop_flag,
                 ready_flag=self.ready_flag,
@@ -118,7 +121,9 @@ class InProcessOperator:
 
     async def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start it and return once it watches VirtualPods."""
-        self.memo = build_memo(self.settings, api_url=self.api_url, pressure=self.pressure)
+        self.memo = build_memo(
+            self.settings, self.role, api_url=self.api_url, pressure=self.pressure
+        )
         self.ctx.on_ready.extend(self.on_ready)
         if self.prepare is not None:
             self.prepare(self.ctx)

@@ -15,10 +15,13 @@ class WaitTimeoutError(AssertionError):
 
 
 async def async_wait_for(
-    probe: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    probe: Callable[[], Awaitable[T | None]],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
 ) -> T:
     """Await `probe()` until it returns something truthy; return that, or fail after
-    `timeout` seconds."""
+    `timeout` seconds. A probe answers None (or anything falsy) for "not yet"."""
     deadline = time.monotonic() + timeout
     last = await probe()
     while not last:

@@ -1,0 +1,59 @@
+"""The agent's host-capacity check: the second line behind kube-scheduler.
+
+The scheduler counts the companion Pods' requests against the node's allocatable; the
+agent still checks what it sees on its host (the VM's size against the whole host, and
+the summed requests of the VMs it placed against allocatable), with the scheduler's
+own wording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from virtualpod.core.settings import Amount
+from virtualpod.core.sizing import VMSize
+
+CPU = "cpu"
+MEMORY = "memory"
+MILLIS_PER_CPU = 1000
+
+
+def sum_requests(amounts: Iterable[Amount]) -> Amount:
+    cpu = memory = 0
+    for amount in amounts:
+        cpu += amount.cpu_millis
+        memory += amount.memory_bytes
+    return Amount(cpu, memory)
+
+
+def allocatable(capacity: Amount, reserved: Amount) -> Amount:
+    """capacity - reserved, never below zero (kubelet's allocatable)."""
+    return Amount(
+        max(0, capacity.cpu_millis - reserved.cpu_millis),
+        max(0, capacity.memory_bytes - reserved.memory_bytes),
+    )
+
+
+def too_large(size: VMSize, capacity: Amount) -> list[str]:
+    """What the VM alone needs more of than the whole host has."""
+    short = []
+    if size.vcpus * MILLIS_PER_CPU > capacity.cpu_millis:
+        short.append(CPU)
+    if size.memory_bytes > capacity.memory_bytes:
+        short.append(MEMORY)
+    return short
+
+
+def insufficient(requests: Amount, used: Amount, available: Amount) -> list[str]:
+    """What is missing for `requests` next to what is already placed (scheduler's fit)."""
+    short = []
+    if requests.cpu_millis and used.cpu_millis + requests.cpu_millis > available.cpu_millis:
+        short.append(CPU)
+    if requests.memory_bytes and used.memory_bytes + requests.memory_bytes > available.memory_bytes:
+        short.append(MEMORY)
+    return short
+
+
+def unschedulable_message(short: Iterable[str]) -> str:
+    """The scheduler's wording for one host ("0/1 hosts are available: ...")."""
+    return "0/1 hosts are available: " + ", ".join(f"1 insufficient {r}" for r in short)

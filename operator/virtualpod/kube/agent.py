@@ -1,0 +1,192 @@
+"""The agent role: one per libvirt host, the VMs of the VirtualPods bound to it.
+
+`register(registry)` puts the agent's handlers onto an explicit Kopf registry. In
+cluster mode the agent watches only VirtualPods labelled with its node (a server-side
+label selector: no host streams every object in the cluster) and never defines a domain
+for one that is unbound, bound elsewhere or not yet admitted; the VM is sized from
+`status.admitted`, the companion Pod as admitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from virtualpod.core.binding import serves, sized_manifest
+from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.quantity import format_bytes
+from virtualpod.core.settings import Amount
+from virtualpod.core.spec import API_GROUP, API_VERSION, SpecError
+from virtualpod.core.status import condition_status
+from virtualpod.kube import common
+from virtualpod.kube.api import KubeApi
+from virtualpod.kube.context import PLURAL, Owner, context, vpod_ref
+from virtualpod.kube.lease import publish_lease
+from virtualpod.kube.mirror import mirror_lifecycle
+from virtualpod.kube.reconcile import body_uuid, reconcile
+from virtualpod.kube.reporters import info, warn
+from virtualpod.kube.restart_policy import cancel_restart
+from virtualpod.libvirt.hypervisor import Hypervisor, HypervisorError
+
+#: How often a Pending VirtualPod retries (admission, or waiting for `status.admitted`).
+PENDING_RETRY_SECONDS = 1.0
+
+
+def served_here(body: kopf.Body, memo: Any, **_: Any) -> bool:
+    """Kopf filter: this agent serves the object (bound here, or unbound without binding)."""
+    ctx = context(memo)
+    return serves(body, ctx.host_name, bound_only=ctx.bound_only)
+
+
+def is_pending(body: kopf.Body, status: kopf.Status, memo: Any, **_: Any) -> bool:
+    """Served here and Pending (not admitted yet, or no room on the host yet)."""
+    return served_here(body, memo) and status.get("phase") == "Pending"
+
+
+def virtualpods_by_uuid(
+    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, memo: Any, **_: Any
+) -> dict[str, Owner]:
+    """Each VirtualPod by domain UUID: its ref, admitted requests, size and status."""
+    ctx = context(memo)
+    uuid = body_uuid(body)
+    requests: Amount | None = None
+    size: tuple[int, int] | None = None
+    qos_class: str | None = None
+    oom: int | None = None
+    manifest = sized_manifest(body, bound_only=ctx.bound_only)
+    if manifest is not None:
+        with contextlib.suppress(SpecError):
+            plan = plan_virtualpod(dict(manifest), ctx.settings, cgroup_version=ctx.cgroup_version)
+            requests = plan.requests
+            size = (plan.size.vcpus, plan.size.memory_bytes)
+            qos_class = plan.qos_class.value
+            oom = plan.oom_score_adj(ctx.capacity.memory_bytes)
+    conditions = tuple(dict(c) for c in status.get("conditions") or [])
+    return {
+        uuid: Owner(
+            ref=vpod_ref(str(meta.get("namespace")), str(meta.get("name")), meta.get("uid")),
+            generation=meta.get("generation"),
+            deleting=bool(meta.get("deletionTimestamp")),
+            here=served_here(body, memo),
+            requests=requests,
+            size=size,
+            phase=status.get("phase"),
+            conditions=conditions,
+            restart_required=condition_status(conditions, "RestartRequired") == "True",
+            restart_count=(status.get("vm") or {}).get("restartCount") or 0,
+            qos_class=qos_class,
+            oom_score_adj=oom,
+            observed_generation=status.get("observedGeneration"),
+        )
+    }
+
+
+def priority_class_values(name: str, body: kopf.Body, **_: Any) -> dict[str, int]:
+    value = body.get("value", 0)
+    return {name: int(value) if isinstance(value, int) else 0}
+
+
+async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwargs: Any) -> None:
+    """Open libvirt, learn the host's capacity and its domains, start the background tasks."""
+    ctx = context(memo)
+    common.configure(settings, ctx.host_name)
+    if ctx.selector is not None:
+        settings.watching.label_selectors[API_GROUP, PLURAL] = ctx.selector
+    ctx.api = await KubeApi.connect(ctx.api_url, ctx.host_name)
+    ctx.by_uuid = kwargs["virtualpods_by_uuid"]
+    ctx.priority_class_index = kwargs["priority_class_values"]
+    wanted = ctx.settings.cgroup_version
+    hv = Hypervisor(
+        ctx.settings.libvirt_uri, cgroup_version=None if wanted == "auto" else int(wanted)
+    )
+    await hv.connect()
+    ctx.hypervisor = hv
+    ctx.cgroup_version = hv.cgroup_version
+    capacity = await hv.host_capacity()
+    ctx.capacity = Amount(capacity.cpus * 1000, capacity.memory_bytes)
+    ctx.placed = {found.uuid for found in await hv.list_domains()}
+    ctx.tasks.append(asyncio.create_task(mirror_lifecycle(ctx), name="libvirt-lifecycle"))
+    ctx.tasks.append(asyncio.create_task(publish_lease(ctx), name="host-lease"))
+    for hook in ctx.on_ready:
+        task = hook(ctx)
+        if asyncio.iscoroutine(task):
+            ctx.tasks.append(asyncio.create_task(task))
+    logger.info(
+        f"agent of host {ctx.host_name} via {hv.uri}: capacity {ctx.capacity.cpu_millis}m cpu, "
+        f"{format_bytes(ctx.capacity.memory_bytes)} memory; {len(ctx.placed)} domain(s) found"
+    )
+
+
+async def cleanup(memo: Any, **_: Any) -> None:
+    ctx = context(memo)
+    for uuid in list(ctx.restarts):
+        cancel_restart(ctx, uuid)
+    for task in ctx.tasks:
+        task.cancel()
+    for task in ctx.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    ctx.tasks.clear()
+    if ctx.hypervisor is not None:
+        await ctx.hypervisor.close()
+        ctx.hypervisor = None
+    if ctx.api is not None:
+        ctx.api.close()
+        ctx.api = None
+
+
+async def reconcile_virtualpod(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, retry: int, **_: Any
+) -> None:
+    await reconcile(context(memo), body, patch, logger, retry)
+
+
+async def retry_pending(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Any, **kwargs: Any
+) -> None:
+    """A Pending VirtualPod starts as soon as it is admitted and room appears."""
+    await reconcile(context(memo), body, patch, logger, kwargs.get("retry", 0))
+
+
+async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Destroy, undefine and drop the managed-save image; then kopf removes the finalizer."""
+    ctx = context(memo)
+    uuid = body_uuid(body)
+    ctx.deleting.add(uuid)
+    try:
+        removed = await ctx.hv.undefine(uuid)
+    except HypervisorError as error:
+        ctx.deleting.discard(uuid)
+        warn(body, reason="Failed", message=f"cannot remove the VM: {error}")
+        raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
+    ctx.placed.discard(uuid)
+    ctx.suspensions.pop(uuid, None)
+    ctx.reserving.pop(uuid, None)
+    cancel_restart(ctx, uuid)
+    if removed:
+        info(body, reason="Deleted", message="VM destroyed and undefined, save image removed")
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """The agent's handlers on `registry` (the host and mode come from the memo)."""
+    vpods: Mapping[str, Any] = {
+        "group": API_GROUP,
+        "version": API_VERSION,
+        "plural": PLURAL,
+        "registry": registry,
+    }
+    kopf.index(**vpods)(virtualpods_by_uuid)
+    kopf.index("scheduling.k8s.io", "v1", "priorityclasses", registry=registry)(
+        priority_class_values
+    )
+    kopf.on.startup(registry=registry)(startup)
+    kopf.on.cleanup(registry=registry)(cleanup)
+    kopf.on.create(**vpods, when=served_here)(reconcile_virtualpod)
+    kopf.on.update(**vpods, when=served_here)(reconcile_virtualpod)
+    kopf.on.resume(**vpods, when=served_here)(reconcile_virtualpod)
+    kopf.timer(**vpods, interval=PENDING_RETRY_SECONDS, when=is_pending)(retry_pending)
+    kopf.on.delete(**vpods, when=served_here)(delete_virtualpod)

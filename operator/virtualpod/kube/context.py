@@ -1,0 +1,201 @@
+"""What the agent's handlers share, typed: one `AgentContext` per process, in kopf's memo.
+
+Loaded once at startup (settings, host, libvirt connection, capacity) and then kept
+current by the handlers (which domains are placed here, what is being deleted or
+suspended, the last status written per domain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, cast
+
+import kopf
+
+from virtualpod.core.admission import allocatable
+from virtualpod.core.binding import node_selector
+from virtualpod.core.settings import Amount, Settings
+from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SuspendMode
+from virtualpod.kube.api import KubeApi, ObjectRef
+from virtualpod.libvirt.hypervisor import Hypervisor
+
+if TYPE_CHECKING:
+    from virtualpod.pressure.monitor import Monitor
+
+PLURAL = "virtualpods"
+
+
+class Role(StrEnum):
+    """What one `virtualpod run` process does."""
+
+    #: Cluster-level: companion Pods and binding (no libvirt).
+    CONTROLLER = "controller"
+    #: One per libvirt host: the VMs of the VirtualPods bound to it.
+    AGENT = "agent"
+    #: Both, for a single host.
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A VirtualPod as the agent's index keeps it, by domain UUID."""
+
+    ref: ObjectRef
+    generation: int | None
+    deleting: bool
+    #: Served by this host's agent (bound here, or unbound without a controller).
+    here: bool
+    #: Summed requests of the Pod as admitted (None: not admitted or invalid).
+    requests: Amount | None
+    #: (vCPUs, memory bytes) the spec asks for (None: not planned).
+    size: tuple[int, int] | None
+    phase: str | None
+    conditions: tuple[dict[str, object], ...]
+    restart_required: bool
+    restart_count: int
+    qos_class: str | None
+    oom_score_adj: int | None
+    observed_generation: int | None = None
+
+
+@dataclass
+class Suspension:
+    """Why the pressure monitor suspended a VM (kept for status until it is resumed)."""
+
+    mode: SuspendMode
+    reason: str
+    message: str
+
+
+@dataclass
+class RestartRecord:
+    """Restarts of one VM by this agent."""
+
+    #: Restarts so far (status.vm.restartCount; carried over from status on startup).
+    count: int = 0
+    #: Consecutive restarts without a run of `restartBackoff.reset` in between.
+    streak: int = 0
+    #: Monotonic time of the last restart.
+    started_at: float = 0.0
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True)
+class Written:
+    """The last status this process wrote for a domain: fresher than any watch event."""
+
+    conditions: tuple[dict[str, object], ...]
+    phase: str | None
+    observed_generation: int | None = None
+
+
+ReadyHook = Callable[["AgentContext"], Awaitable[None] | None]
+
+
+@dataclass
+class AgentContext:
+    """Everything the agent's handlers share, loaded once at startup."""
+
+    settings: Settings
+    host_name: str
+    #: Serve only VirtualPods bound to this host (cluster mode); else also unbound ones.
+    bound_only: bool = False
+    #: Server-side label selector of the VirtualPod watch (the agent role: its node).
+    selector: str | None = None
+    api_url: str | None = None
+    hypervisor: Hypervisor | None = None
+    cgroup_version: int = 1
+    capacity: Amount = field(default_factory=lambda: Amount(0, 0))
+    #: Domain UUIDs of VMs placed on this host (what counts against allocatable).
+    placed: set[str] = field(default_factory=set)
+    #: Admitted but not yet defined (between the capacity check and defineXML).
+    reserving: dict[str, Amount] = field(default_factory=dict)
+    admission_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    deleting: set[str] = field(default_factory=set)
+    suspensions: dict[str, Suspension] = field(default_factory=dict)
+    written: dict[str, Written] = field(default_factory=dict)
+    #: UUIDs a handler is reconciling right now; the mirror re-checks them a bit later.
+    busy: set[str] = field(default_factory=set)
+    #: kopf indexes, captured at startup (live views).
+    by_uuid: kopf.Index[str, Owner] | None = None
+    priority_class_index: kopf.Index[str, int] | None = None
+    #: Events, status writes and the Lease from outside handlers (connected at startup).
+    api: KubeApi | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Called once the hypervisor is open, e.g. to start the pressure monitor.
+    on_ready: list[ReadyHook] = field(default_factory=list)
+    #: The pressure monitor once it runs (its state feeds the host's Lease).
+    pressure: Monitor | None = None
+    restarts: dict[str, RestartRecord] = field(default_factory=dict)
+
+    @property
+    def allocatable(self) -> Amount:
+        return allocatable(self.capacity, self.settings.reserved)
+
+    @property
+    def hv(self) -> Hypervisor:
+        if self.hypervisor is None:
+            raise kopf.TemporaryError("libvirt is not connected yet", delay=1)
+        return self.hypervisor
+
+    def priority_classes(self) -> dict[str, int]:
+        index = self.priority_class_index
+        if index is None:
+            return {}
+        return {name: next(iter(values), 0) for name, values in index.items()}
+
+    def owner(self, uuid: str) -> Owner | None:
+        """The indexed VirtualPod owning a domain, if known."""
+        if self.by_uuid is None or uuid not in self.by_uuid:
+            return None
+        return next(iter(self.by_uuid[uuid]), None)
+
+    def restart_record(self, uuid: str) -> RestartRecord:
+        """This VM's restart record; its count starts from what status last said."""
+        record = self.restarts.get(uuid)
+        if record is None:
+            owner = self.owner(uuid)
+            count = owner.restart_count if owner is not None else 0
+            record = self.restarts[uuid] = RestartRecord(count=count)
+        return record
+
+
+def vpod_ref(namespace: str, name: str, uid: str | None) -> ObjectRef:
+    """The VirtualPod an Event or a status write from outside a handler is about."""
+    return ObjectRef(f"{API_GROUP}/{API_VERSION}", KIND, namespace, name, uid)
+
+
+def default_host_name() -> str:
+    return socket.gethostname()
+
+
+def agent_context(
+    settings: Settings, role: Role = Role.ALL, *, api_url: str | None = None
+) -> AgentContext:
+    """The agent's context for a role: the agent role serves only what is bound to its
+    host and asks the API server for nothing else; `all` (one host, no controller yet)
+    also serves what is unbound."""
+    host_name = settings.host_name or default_host_name()
+    agent_only = role is Role.AGENT
+    return AgentContext(
+        settings=settings,
+        host_name=host_name,
+        bound_only=agent_only,
+        selector=node_selector(host_name) if agent_only else None,
+        api_url=api_url,
+    )
+
+
+def make_memo(
+    settings: Settings, role: Role = Role.ALL, *, api_url: str | None = None
+) -> kopf.Memo:
+    """The memo to pass to kopf: the API URL (for the login) and the agent's context."""
+    return kopf.Memo(api_url=api_url, ctx=agent_context(settings, role, api_url=api_url))
+
+
+def context(memo: object) -> AgentContext:
+    return cast(AgentContext, cast(kopf.Memo, memo).ctx)

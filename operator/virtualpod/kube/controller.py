@@ -1,0 +1,405 @@
+"""The controller role: one companion Pod per VirtualPod, and the binding it earns.
+
+Level-triggered: Kopf's watch events on VirtualPods, companion Pods and the agents'
+host Leases only record the newest object and `kick` its VirtualPod; `sync` then
+compares what is with what should be and makes one step towards it. Syncs of one
+VirtualPod never overlap and coalesce while one runs.
+
+* **The API server decides.** The Pod goes through the real admission chain: a
+  ResourceQuota refusal (403) becomes `Scheduled=False` / `QuotaExceeded` with the API
+  server's message and a Warning Event, retried every `QUOTA_RETRY_SECONDS` until the
+  quota frees; the scheduler's `PodScheduled=False` message becomes `Unschedulable`.
+* **Binding in order.** Once the Pod is bound: status (`podName`, `nodeName`, `admitted`
+  = the Pod's resources as admitted, `Scheduled=True`) first, then the label
+  `virtualpod.dev/node`, so an agent never sees a labelled VirtualPod without
+  `status.admitted`. Status is written with the object's resourceVersion: a stale view
+  gets 409 and is re-read, so the agent's conditions are never dropped.
+* **Sticky.** A deleted or evicted Pod is created again bound to `status.nodeName` (the
+  VM is untouched; an Event says so). Changed resources replace the Pod on its node.
+* **Usage-aware.** New Pods get a preferred node affinity from the agents' Leases.
+* Without a finalizer: deleting a VirtualPod deletes its Pod (owner references would,
+  too). Only watch events are paused by Kopf peering; a retry already scheduled
+  then finds the same state and makes the same (idempotent) writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+
+from virtualpod.core.binding import NODE_LABEL
+from virtualpod.core.companion import (
+    VIRTUALPOD_LABEL,
+    PodState,
+    admitted_resources,
+    companion_pod,
+    is_quota_refusal,
+    measured_headroom,
+    mirrors,
+    owned_by,
+    placement,
+    preferred_terms,
+    scheduled_message,
+)
+from virtualpod.core.settings import Settings
+from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError, parse_virtualpod
+from virtualpod.core.status import condition_status, set_condition
+from virtualpod.kube.api import ObjectRef, event_body
+from virtualpod.kube.rest import RestClient, RestError
+
+log = logging.getLogger(__name__)
+
+PLURAL = "virtualpods"
+#: How often a Pod the ResourceQuota refused is tried again.
+QUOTA_RETRY_SECONDS = 2.0
+#: How soon a sync that failed otherwise (API error, name taken) is tried again.
+ERROR_RETRY_SECONDS = 5.0
+
+Key = tuple[str, str]
+JSON = dict[str, Any]
+
+
+@dataclass
+class ControllerContext:
+    """The controller's state, in kopf's memo as `memo.controller`."""
+
+    settings: Settings
+    #: Role `all` (one host): Pods are created already bound to this node.
+    bind_to: str | None = None
+    #: Who posts the Events (`reportingInstance`).
+    instance: str = "controller"
+    rest: RestClient | None = None
+    vpods: dict[Key, JSON] = field(default_factory=dict)
+    pods: dict[Key, JSON] = field(default_factory=dict)
+    leases: dict[str, JSON] = field(default_factory=dict)
+    running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    again: set[Key] = field(default_factory=set)
+    retries: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+
+    def kick(self, key: Key) -> None:
+        """Sync this VirtualPod soon; if a sync runs, once more after it."""
+        if key in self.running:
+            self.again.add(key)
+            return
+        self.running[key] = asyncio.create_task(self._run(key), name=f"sync {key[0]}/{key[1]}")
+
+    async def _run(self, key: Key) -> None:
+        try:
+            while True:
+                self.again.discard(key)
+                try:
+                    await sync(self, key)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # a sync must never stop the controller
+                    log.warning(f"cannot sync VirtualPod {key[0]}/{key[1]}: {error}")
+                    self.retry(key, ERROR_RETRY_SECONDS)
+                if key not in self.again:
+                    break
+        finally:
+            self.running.pop(key, None)
+
+    def retry(self, key: Key, delay: float) -> None:
+        if key not in self.retries:
+            loop = asyncio.get_running_loop()
+            self.retries[key] = loop.call_later(delay, self._retry_now, key)
+
+    def _retry_now(self, key: Key) -> None:
+        self.retries.pop(key, None)
+        self.kick(key)
+
+    def api(self) -> RestClient:
+        if self.rest is None:
+            raise RuntimeError("the controller is not connected yet")
+        return self.rest
+
+
+def controller(memo: Any) -> ControllerContext:
+    return cast(ControllerContext, memo.controller)
+
+
+def add_to_memo(memo: kopf.Memo, settings: Settings, *, bind_to: str | None = None) -> kopf.Memo:
+    """Put the controller's context into a memo (which carries `api_url` for the login)."""
+    memo.controller = ControllerContext(
+        settings, bind_to=bind_to, instance=bind_to or settings.peering
+    )
+    return memo
+
+
+async def login(memo: Any, logger: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The emulator's URL (`memo.api_url`) when running against it; else service account
+    or kubeconfig."""
+    api_url: str | None = getattr(memo, "api_url", None)
+    if api_url:
+        return kopf.ConnectionInfo(server=api_url, insecure=True, scheme="Bearer")
+    return kopf.login_with_service_account(logger=logger, **kwargs) or kopf.login_with_kubeconfig(
+        logger=logger, **kwargs
+    )
+
+
+# ------------------------------------------------------------------------ paths
+
+
+def vpod_path(namespace: str, name: str, sub: str = "") -> str:
+    path = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+    return f"{path}/{sub}" if sub else path
+
+
+def pod_path(namespace: str, name: str = "") -> str:
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    return f"{path}/{name}" if name else path
+
+
+# ------------------------------------------------------------------------- sync
+
+
+async def sync(ctx: ControllerContext, key: Key) -> None:
+    """One step towards: a Pod mirrors the VirtualPod, and the binding is recorded."""
+    vpod = ctx.vpods.get(key)
+    pod = ctx.pods.get(key)
+    if vpod is None or vpod["metadata"].get("deletionTimestamp"):
+        if pod is not None and vpod is not None and owned_by(pod, vpod["metadata"].get("uid")):
+            await ctx.api().delete(pod_path(*key), pod["metadata"].get("uid"))
+        return
+    uid = vpod["metadata"].get("uid")
+    try:
+        parse_virtualpod(vpod)
+    except SpecError as error:
+        await write_scheduled(ctx, vpod, False, "InvalidSpec", str(error), phase="Failed")
+        return
+    if pod is not None and not owned_by(pod, uid):
+        message = f"a Pod named {key[1]} exists and does not belong to this VirtualPod"
+        await write_scheduled(ctx, vpod, False, "PodExists", message)
+        ctx.retry(key, ERROR_RETRY_SECONDS)
+        return
+    seen = placement(pod)
+    if seen.state is PodState.GONE or (pod is not None and not mirrors(pod, vpod)):
+        pod = await replace_pod(ctx, key, vpod, pod)
+        if pod is None:
+            return
+        seen = placement(pod)
+    if seen.state is PodState.BOUND and pod is not None and seen.node is not None:
+        await record_binding(ctx, vpod, pod, seen.node)
+    elif seen.state is PodState.UNSCHEDULABLE:
+        await write_scheduled(
+            ctx, vpod, False, "Unschedulable", seen.message, event="FailedScheduling"
+        )
+    else:
+        message = f"waiting for the scheduler to place pod {key[0]}/{key[1]}"
+        await write_scheduled(ctx, vpod, False, "Scheduling", message)
+
+
+async def replace_pod(
+    ctx: ControllerContext, key: Key, vpod: JSON, old: JSON | None
+) -> JSON | None:
+    """Create the Pod (deleting an ended or outdated one first); None when refused."""
+    api = ctx.api()
+    sticky = (vpod.get("status") or {}).get("nodeName") or None
+    if old is not None:
+        await api.delete(pod_path(*key), old["metadata"].get("uid"))
+        ctx.pods.pop(key, None)
+    node = sticky or ctx.bind_to
+    preferred = [] if node else preferred_terms(measured_headroom(ctx.leases.values(), _now()))
+    body = companion_pod(
+        vpod, image=ctx.settings.placeholder_image, node_name=node, preferred=preferred
+    )
+    try:
+        created = await api.create(pod_path(key[0]), body)
+    except RestError as error:
+        if is_quota_refusal(error.code, error.message):
+            await write_scheduled(
+                ctx, vpod, False, "QuotaExceeded", error.message, event="FailedCreate"
+            )
+            ctx.retry(key, QUOTA_RETRY_SECONDS)
+        elif error.code == 409:  # the old one is still terminating
+            ctx.retry(key, QUOTA_RETRY_SECONDS)
+        else:
+            await write_scheduled(
+                ctx, vpod, False, "FailedCreate", error.message, event="FailedCreate"
+            )
+            ctx.retry(key, ERROR_RETRY_SECONDS)
+        return None
+    ctx.pods[key] = created
+    if sticky:
+        await post(
+            ctx,
+            vpod,
+            "Normal",
+            "PodRecreated",
+            f"companion Pod {key[1]} created again, bound to {sticky} where the VM runs "
+            "(the VM is untouched)",
+        )
+    return created
+
+
+async def record_binding(ctx: ControllerContext, vpod: JSON, pod: JSON, node: str) -> None:
+    """Status first (podName, nodeName, admitted, Scheduled=True), then the node label."""
+    meta = vpod["metadata"]
+    status = vpod.get("status") or {}
+    admitted = admitted_resources(pod)
+    message = scheduled_message(meta["namespace"], meta["name"], node)
+    recorded = (
+        status.get("podName") == pod["metadata"]["name"]
+        and status.get("nodeName") == node
+        and status.get("admitted") == admitted
+        and condition_status(status.get("conditions") or [], "Scheduled") == "True"
+    )
+    if not recorded:
+        extra = {"podName": pod["metadata"]["name"], "nodeName": node, "admitted": admitted}
+        await write_scheduled(ctx, vpod, True, "Scheduled", message, extra=extra)
+    if (meta.get("labels") or {}).get(NODE_LABEL) != node:
+        path = vpod_path(meta["namespace"], meta["name"])
+        ctx.vpods[_key(vpod)] = await ctx.api().merge_patch(
+            path, {"metadata": {"labels": {NODE_LABEL: node}}}
+        )
+
+
+async def write_scheduled(
+    ctx: ControllerContext,
+    vpod: JSON,
+    scheduled: bool,
+    reason: str,
+    message: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    event: str | None = None,
+    phase: str | None = None,
+) -> None:
+    """Set the `Scheduled` condition (and `extra` status fields), against the object's
+    resourceVersion; a Warning Event when the reason or message is new."""
+    status = vpod.get("status") or {}
+    conditions = status.get("conditions") or []
+    current = next((c for c in conditions if c.get("type") == "Scheduled"), None)
+    same = current is not None and (
+        current.get("status"),
+        current.get("reason"),
+        current.get("message"),
+    ) == ("True" if scheduled else "False", reason, message)
+    if same and not extra:
+        return
+    meta = vpod["metadata"]
+    patch: JSON = {
+        "conditions": set_condition(
+            conditions, "Scheduled", scheduled, reason, message, meta.get("generation")
+        ),
+        **(extra or {}),
+    }
+    if not scheduled:
+        patch.update(phase=phase or "Pending", reason=reason, message=message)
+    path = vpod_path(meta["namespace"], meta["name"], "status")
+    body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": patch}
+    try:
+        ctx.vpods[_key(vpod)] = await ctx.api().merge_patch(path, body)
+    except RestError as error:
+        if error.code != 409:
+            raise
+        fresh = await ctx.api().request("GET", vpod_path(meta["namespace"], meta["name"]))
+        ctx.vpods[_key(vpod)] = fresh
+        ctx.again.add(_key(vpod))  # sync once more from the fresh object
+        return
+    if event and not same:
+        await post(ctx, vpod, "Warning", event, message)
+
+
+async def post(ctx: ControllerContext, vpod: JSON, type_: str, reason: str, message: str) -> None:
+    """An Event on the VirtualPod; a failure is logged, never raised."""
+    meta = vpod["metadata"]
+    ref = ObjectRef(
+        f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], meta["name"], meta.get("uid")
+    )
+    body = event_body(ref, type_, reason, message, ctx.instance, _now())
+    try:
+        await ctx.api().create(f"/api/v1/namespaces/{ref.namespace}/events", body)
+    except (TimeoutError, RestError, OSError) as error:
+        log.warning(f"cannot post the {reason} Event on {ref.namespace}/{ref.name}: {error}")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
+
+
+def _key(obj: Mapping[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace")), str(meta.get("name")))
+
+
+# ------------------------------------------------------------------ kopf wiring
+
+
+def register(registry: kopf.OperatorRegistry, *, with_login: bool = False) -> None:
+    """The controller's handlers, onto `registry` (role `controller`, or with the agent's
+    in role `all`); `with_login` when no other role registers the login."""
+
+    if with_login:
+        kopf.on.login(registry=registry)(login)
+
+    @kopf.on.startup(registry=registry)
+    async def controller_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        """Watch only companion Pods and the operator namespace's Leases (server-side)."""
+        ctx = controller(memo)
+        settings.watching.label_selectors["v1", "pods"] = VIRTUALPOD_LABEL
+        settings.watching.field_selectors["coordination.k8s.io", "leases"] = (
+            f"metadata.namespace={ctx.settings.namespace}"
+        )
+        ctx.rest = await RestClient.connect(getattr(memo, "api_url", None))
+
+    @kopf.on.cleanup(registry=registry)
+    async def controller_cleanup(memo: Any, **_: Any) -> None:
+        ctx = controller(memo)
+        for handle in ctx.retries.values():
+            handle.cancel()
+        for task in list(ctx.running.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if ctx.rest is not None:
+            await ctx.rest.close()
+            ctx.rest = None
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    async def virtualpod_changed(
+        event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any
+    ) -> None:
+        ctx = controller(memo)
+        key = _key(body)
+        if event.get("type") == "DELETED":
+            ctx.vpods.pop(key, None)
+            handle = ctx.retries.pop(key, None)
+            if handle is not None:
+                handle.cancel()
+        else:
+            ctx.vpods[key] = dict(body)
+        ctx.kick(key)
+
+    @kopf.on.event("v1", "pods", labels={VIRTUALPOD_LABEL: kopf.PRESENT}, registry=registry)
+    async def companion_pod_changed(
+        event: Mapping[str, Any], body: kopf.Body, labels: kopf.Labels, memo: Any, **_: Any
+    ) -> None:
+        ctx = controller(memo)
+        key = (str(body.get("metadata", {}).get("namespace")), str(labels[VIRTUALPOD_LABEL]))
+        known = ctx.pods.get(key)
+        if event.get("type") == "DELETED":
+            if known is not None and known["metadata"].get("uid") == body["metadata"].get("uid"):
+                ctx.pods.pop(key, None)
+        else:
+            ctx.pods[key] = dict(body)
+        if key in ctx.vpods:
+            ctx.kick(key)
+
+    @kopf.on.event("coordination.k8s.io", "v1", "leases", registry=registry)
+    async def host_lease_changed(
+        event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any
+    ) -> None:
+        ctx = controller(memo)
+        name = str(body.get("metadata", {}).get("name"))
+        if event.get("type") == "DELETED":
+            ctx.leases.pop(name, None)
+        else:
+            ctx.leases[name] = dict(body)

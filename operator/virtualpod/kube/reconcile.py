@@ -1,0 +1,296 @@
+"""One reconcile: make a VirtualPod's domain match the object, idempotently.
+
+What the VM becomes is decided by the core (`plan_virtualpod`, sized from the Pod as
+admitted); how libvirt is driven is `hypervisor`'s. Here: the order of the steps and
+what the status says.
+
+* **Keyed by uid.** The domain UUID is the object's uid, so a reconcile that finds the
+  domain adopts it (agent restarted mid-create, or a resume): never a second VM.
+* **Admission, second line.** kube-scheduler placed the companion Pod; the agent still
+  refuses a VM bigger than the host (`Failed`) and waits (`Pending`, retried) while one
+  does not fit next to the VMs already placed here.
+* **Bad input never crashes the agent.** An invalid spec gets `Valid=False`, a Warning
+  Event and a permanent error: no retries, other objects keep being served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import kopf
+
+from virtualpod.core.admission import insufficient, sum_requests, too_large, unschedulable_message
+from virtualpod.core.binding import sized_manifest
+from virtualpod.core.domain import domain_uuid
+from virtualpod.core.plan import VMPlan, plan_virtualpod
+from virtualpod.core.quantity import format_bytes
+from virtualpod.core.settings import Amount
+from virtualpod.core.spec import SpecError
+from virtualpod.core.status import Conditions, condition_status, set_condition
+from virtualpod.kube.api import shorten
+from virtualpod.kube.context import AgentContext, Written
+from virtualpod.kube.reporters import info, warn
+from virtualpod.kube.runtime import runtime_status
+from virtualpod.libvirt.hypervisor import (
+    DomainInfo,
+    DomainNotFound,
+    HardLimitBelowUsage,
+    HypervisorError,
+    Unsupported,
+)
+
+Body = Mapping[str, Any]
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+NOT_ADMITTED_MESSAGE = "waiting for the companion Pod's admitted resources (status.admitted)"
+
+
+def body_uuid(body: Body) -> str:
+    meta = body.get("metadata", {})
+    return domain_uuid(str(meta.get("namespace")), str(meta.get("name")), meta.get("uid"))
+
+
+async def reconcile(
+    ctx: AgentContext,
+    body: Body,
+    patch: MutableMapping[str, Any],
+    logger: Logger,
+    retry: int = 0,
+) -> None:
+    """Make the domain match the object; idempotent, keyed by the object's uid.
+
+    What the object says wrong is a `PermanentError` (see `_reconcile`); anything else
+    unexpected becomes `Ready=False`/`ReconcileError`, one Warning Event per distinct
+    error, and Kopf's retry after a growing delay: never a silent traceback loop.
+    """
+    uuid = body_uuid(body)
+    ctx.busy.add(uuid)
+    try:
+        await _reconcile(ctx, body, patch, logger)
+    except (kopf.PermanentError, kopf.TemporaryError):
+        raise
+    except Exception as error:
+        message = shorten(f"{type(error).__name__}: {error}")
+        logger.error(f"reconcile failed (attempt {retry + 1}): {message}", exc_info=retry == 0)
+        _reconcile_failed(body, patch, message)
+        raise kopf.TemporaryError(message, delay=reconcile_backoff(retry)) from error
+    finally:
+        ctx.busy.discard(uuid)
+
+
+#: Seconds before the next attempt after an unexpected error, by attempt (last repeats).
+RECONCILE_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def reconcile_backoff(retry: int) -> float:
+    return RECONCILE_BACKOFF_SECONDS[min(max(retry, 0), len(RECONCILE_BACKOFF_SECONDS) - 1)]
+
+
+def _reconcile_failed(body: Body, patch: MutableMapping[str, Any], message: str) -> None:
+    """Ready=False with the error's message; a Warning Event when the error is new."""
+    meta = body.get("metadata", {})
+    status = body.get("status") or {}
+    conditions: Conditions = list(status.get("conditions") or [])
+    known = next((c for c in conditions if c.get("type") == "Ready"), {})
+    conditions = set_condition(
+        conditions, "Ready", False, "ReconcileError", message, meta.get("generation")
+    )
+    written = patch.setdefault("status", {})
+    written.clear()  # nothing half-done by the failed attempt goes out
+    written.update(reason="ReconcileError", message=message, conditions=conditions)
+    if known.get("reason") != "ReconcileError" or known.get("message") != message:
+        warn(body, reason="ReconcileError", message=message)
+
+
+def placed_requests(ctx: AgentContext, exclude: str) -> Amount:
+    """Summed requests of the VMs placed (or being placed) here, but `exclude`."""
+    amounts: list[Amount] = list(ctx.reserving.values())
+    for uuid in ctx.placed:
+        owner = ctx.owner(uuid) if uuid != exclude else None
+        if owner is not None and owner.requests is not None:
+            amounts.append(owner.requests)
+    return sum_requests(amounts)
+
+
+def _scheduled(ctx: AgentContext, conditions: Conditions, generation: int | None) -> Conditions:
+    """Without a controller the agent places the VM itself and says so (`Scheduled`)."""
+    if ctx.bound_only:
+        return conditions  # the controller's condition
+    message = f"placed on {ctx.host_name}"
+    return set_condition(conditions, "Scheduled", True, "Scheduled", message, generation)
+
+
+async def _reconcile(
+    ctx: AgentContext, body: Body, patch: MutableMapping[str, Any], logger: Logger
+) -> None:
+    meta = body.get("metadata", {})
+    generation = meta.get("generation")
+    status = body.get("status") or {}
+    conditions: Conditions = list(status.get("conditions") or [])
+    out: dict[str, Any] = {"observedGeneration": generation}
+    patch.setdefault("status", {})
+    manifest = sized_manifest(body, bound_only=ctx.bound_only)
+    if manifest is None:
+        conditions = set_condition(
+            conditions, "Ready", False, "NotAdmitted", NOT_ADMITTED_MESSAGE, generation
+        )
+        patch["status"].update(
+            out,
+            phase="Pending",
+            reason="NotAdmitted",
+            message=NOT_ADMITTED_MESSAGE,
+            conditions=conditions,
+        )
+        return
+    try:
+        plan = plan_virtualpod(
+            dict(manifest),
+            ctx.settings,
+            cgroup_version=ctx.cgroup_version,
+            priority_classes=ctx.priority_classes(),
+        )
+    except SpecError as error:
+        message = str(error)
+        conditions = set_condition(conditions, "Valid", False, "InvalidSpec", message, generation)
+        conditions = set_condition(conditions, "Ready", False, "InvalidSpec", message, generation)
+        patch["status"].update(
+            out, phase="Failed", reason="InvalidSpec", message=message, conditions=conditions
+        )
+        if status.get("message") != message or status.get("reason") != "InvalidSpec":
+            warn(body, reason="InvalidSpec", message=message)
+        raise kopf.PermanentError(f"invalid VirtualPod: {message}") from error
+
+    hv = ctx.hv
+    conditions = set_condition(conditions, "Valid", True, "Valid", "", generation)
+    out["qosClass"] = plan.qos_class.value
+    try:
+        found: DomainInfo | None = await hv.lookup(plan.uuid)
+    except DomainNotFound:
+        found = None
+    restart_needed: tuple[str, ...] = ()
+    if found is None:
+        if not await _admit(ctx, body, plan, conditions, out, patch, status):
+            return
+        try:
+            defined = await hv.ensure_defined(plan.domain_xml)
+            ctx.placed.add(plan.uuid)
+        finally:
+            ctx.reserving.pop(plan.uuid, None)
+        if defined.created:
+            info(body, reason="Created", message=f"defined domain {plan.domain_name}")
+        await _start(ctx, body, plan)
+    else:
+        ctx.placed.add(plan.uuid)
+        defined = await hv.ensure_defined(plan.domain_xml)
+        restart_needed = defined.restart_needed
+        if found.active and defined.changed:
+            await _tune_live(ctx, body, plan, found, logger)
+        if not found.active and not found.has_managed_save and plan.uuid not in ctx.suspensions:
+            await _start(ctx, body, plan)
+    conditions = _scheduled(ctx, conditions, generation)
+    conditions = _restart_required(body, conditions, restart_needed, generation)
+    final = runtime_status(await hv.lookup(plan.uuid), ctx, conditions, generation)
+    ctx.written[plan.uuid] = Written(tuple(final["conditions"]), final["phase"], generation)
+    patch["status"].update(out, **final)
+
+
+def _restart_required(
+    body: Body, conditions: Conditions, restart_needed: tuple[str, ...], generation: int | None
+) -> Conditions:
+    if not restart_needed:
+        return set_condition(conditions, "RestartRequired", False, "UpToDate", "", generation)
+    message = f"{' and '.join(restart_needed)} change(s) take effect at the VM's next start"
+    if condition_status(conditions, "RestartRequired") != "True":
+        info(body, reason="RestartRequired", message=message)
+    return set_condition(
+        conditions, "RestartRequired", True, "RestartRequired", message, generation
+    )
+
+
+async def _admit(
+    ctx: AgentContext,
+    body: Body,
+    plan: VMPlan,
+    conditions: Conditions,
+    out: dict[str, Any],
+    patch: MutableMapping[str, Any],
+    status: Mapping[str, Any],
+) -> bool:
+    """Capacity check before a VM is first defined; on refusal, write why into status."""
+    generation = out["observedGeneration"]
+    short = too_large(plan.size, ctx.capacity)
+    phase = "Failed"
+    if not short:
+        async with ctx.admission_lock:
+            used = placed_requests(ctx, exclude=plan.uuid)
+            short = insufficient(plan.requests, used, ctx.allocatable)
+            if not short:
+                ctx.reserving[plan.uuid] = plan.requests
+                return True
+        phase = "Pending"
+    message = unschedulable_message(short)
+    if not ctx.bound_only:
+        conditions = set_condition(
+            conditions, "Scheduled", False, "Unschedulable", message, generation
+        )
+    conditions = set_condition(conditions, "Ready", False, "Unschedulable", message, generation)
+    patch["status"].update(
+        out, phase=phase, reason="Unschedulable", message=message, conditions=conditions
+    )
+    if status.get("message") != message or status.get("phase") != phase:
+        warn(body, reason="FailedScheduling", message=message)
+    return False
+
+
+async def _start(ctx: AgentContext, body: Body, plan: VMPlan) -> None:
+    try:
+        result = await ctx.hv.start(plan.uuid)
+    except HypervisorError as error:
+        warn(body, reason="Failed", message=f"cannot start {plan.domain_name}: {error}")
+        raise kopf.TemporaryError(f"cannot start: {error}", delay=10) from error
+    if result.started:
+        how = "restored from its saved memory" if result.restored else "booted"
+        info(body, reason="Started", message=f"{plan.domain_name} {how}")
+        with contextlib.suppress(HypervisorError):
+            await ctx.hv.set_oom_score_adj(plan.uuid, plan.oom_score_adj(ctx.capacity.memory_bytes))
+
+
+async def _tune_live(
+    ctx: AgentContext, body: Body, plan: VMPlan, found: DomainInfo, logger: Logger
+) -> None:
+    """Apply what libvirt can change on a running VM: shares, quota, memtune, balloon."""
+    hv = ctx.hv
+    applied: list[str] = []
+    try:
+        await hv.set_cputune(plan.uuid, plan.cputune)
+        applied.append(f"cpu shares {plan.cputune.shares}, quota {plan.cputune.quota_us}")
+    except Unsupported as error:
+        logger.info(f"cputune not applied live: {error}")
+    except HypervisorError as error:
+        logger.warning(f"cputune not applied live: {error}")
+    try:
+        await hv.set_memtune(plan.uuid, plan.memtune)
+        applied.append(
+            f"memory hard_limit {_maybe(plan.memtune.hard_limit_bytes)}, "
+            f"soft_limit {_maybe(plan.memtune.soft_limit_bytes)}"
+        )
+    except HardLimitBelowUsage as error:
+        warn(body, reason="Failed", message=f"memory limit not applied: {error}")
+    except HypervisorError as error:
+        warn(body, reason="Failed", message=f"memtune not applied: {error}")
+    target = plan.size.memory_bytes
+    if target <= found.max_memory_bytes and target != found.memory_bytes:
+        try:
+            await hv.set_balloon(plan.uuid, target)
+            applied.append(f"balloon {format_bytes(target)}")
+        except HypervisorError as error:
+            logger.warning(f"balloon not applied: {error}")
+    if applied:
+        info(body, reason="Tuned", message="applied live: " + "; ".join(applied))
+
+
+def _maybe(value: int | None) -> str:
+    return "unlimited" if value is None else format_bytes(value)

@@ -1,0 +1,236 @@
+"""A stand-in for kube-scheduler on the emulator: binds pending companion Pods to Nodes.
+
+The emulator has no scheduler. `StandInBinder` plays the part of it the companion Pods
+need, on the Nodes a test registers: filter (nodeSelector, required node affinity,
+taints vs tolerations, cpu/memory requests plus overhead against `status.allocatable`),
+score (preferred node-affinity weights, then the most free memory), bind (`spec.nodeName`
+and `PodScheduled=True`), or report `PodScheduled=False` reason `Unschedulable` with a
+message shaped like the scheduler's. It retries unschedulable Pods whenever it runs.
+
+Never used by the operator: tests and the demo start it; with a real cluster the real
+kube-scheduler binds. It reads and writes the emulator directly, one pass at a time
+(`testing.control_plane` runs the passes).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from virtualpod.core.companion import RUNTIME_CLASS
+from virtualpod.core.quantity import parse_decimal
+from virtualpod.testing.admission import PODS, TERMINAL_PHASES, pod_request
+from virtualpod.testing.emulator import KubernetesApiEmulator
+from virtualpod.testing.objects import JSON
+
+NODES = "v1/nodes"
+AFFINITY_MISMATCH = "node(s) didn't match Pod's node affinity/selector"
+SCHEDULE_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _requirement_holds(requirement: Mapping[str, Any], values: Mapping[str, str]) -> bool:
+    key, operator = str(requirement.get("key")), requirement.get("operator")
+    wanted = requirement.get("values") or []
+    present = key in values
+    if operator == "In":
+        return present and values[key] in wanted
+    if operator == "NotIn":
+        return not present or values[key] not in wanted
+    if operator == "Exists":
+        return present
+    if operator == "DoesNotExist":
+        return not present
+    if operator in ("Gt", "Lt") and present and wanted:
+        have, limit = int(values[key]), int(wanted[0])
+        return have > limit if operator == "Gt" else have < limit
+    return False
+
+
+def term_matches(term: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """A NodeSelectorTerm: every matchExpression on labels, every matchField on fields."""
+    fields = {"metadata.name": (node.get("metadata") or {}).get("name", "")}
+    return all(
+        _requirement_holds(r, _labels(node)) for r in term.get("matchExpressions") or []
+    ) and all(_requirement_holds(r, fields) for r in term.get("matchFields") or [])
+
+
+def _node_affinity(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    return ((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}
+
+
+def selects(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """nodeSelector and required node affinity (any of its terms)."""
+    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+    labels = _labels(node)
+    if any(labels.get(key) != value for key, value in selector.items()):
+        return False
+    required = _node_affinity(pod).get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required:
+        return any(term_matches(term, node) for term in required.get("nodeSelectorTerms") or [])
+    return True
+
+
+def _tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("operator") == "Exists":
+        return not toleration.get("key") or toleration["key"] == taint.get("key")
+    return toleration.get("key") == taint.get("key") and toleration.get("value", "") == taint.get(
+        "value", ""
+    )
+
+
+def untolerated_taint(pod: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") in SCHEDULE_EFFECTS and not any(
+            _tolerates(t, taint) for t in tolerations
+        ):
+            return dict(taint)
+    return None
+
+
+def _allocatable(node: Mapping[str, Any], resource: str) -> float:
+    value = ((node.get("status") or {}).get("allocatable") or {}).get(resource)
+    return float(parse_decimal(value, "quantity")) if value is not None else 0.0
+
+
+def _live(pods: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    return [
+        pod
+        for pod in pods
+        if (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    ]
+
+
+def free(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], resource: str) -> float:
+    name = (node.get("metadata") or {}).get("name")
+    used = sum(
+        pod_request(pod, resource)
+        for pod in _live(pods)
+        if (pod.get("spec") or {}).get("nodeName") == name
+    )
+    return _allocatable(node, resource) - used
+
+
+def filter_reason(
+    pod: Mapping[str, Any], node: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """Why the node cannot take the pod (the scheduler's wording), or None when it fits."""
+    if not selects(pod, node):
+        return AFFINITY_MISMATCH
+    taint = untolerated_taint(pod, node)
+    if taint is not None:
+        return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
+    for resource in ("cpu", "memory"):
+        if pod_request(pod, resource) > free(node, pods, resource):
+            return f"Insufficient {resource}"
+    return None
+
+
+def score(pod: Mapping[str, Any], node: Mapping[str, Any]) -> int:
+    preferred = _node_affinity(pod).get("preferredDuringSchedulingIgnoredDuringExecution") or []
+    return sum(
+        int(item.get("weight", 0))
+        for item in preferred
+        if term_matches(item.get("preference") or {}, node)
+    )
+
+
+def unschedulable_message(reasons: Counter[str], nodes: int) -> str:
+    if not nodes:
+        return "no nodes available to schedule pods"
+    listed = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+    return (
+        f"0/{nodes} nodes are available: {listed}. preemption: 0/{nodes} nodes are "
+        f"available: {nodes} No preemption victims found for incoming pod."
+    )
+
+
+def choose(
+    pod: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+) -> tuple[str | None, str]:
+    """(node name, "") for the best fitting node, or (None, the scheduler's message)."""
+    reasons: Counter[str] = Counter()
+    fitting = []
+    for node in nodes:
+        reason = filter_reason(pod, node, pods)
+        if reason is None:
+            fitting.append(node)
+        else:
+            reasons[reason] += 1
+    if not fitting:
+        return None, unschedulable_message(reasons, len(nodes))
+    ranked = sorted(
+        fitting,
+        key=lambda node: (-score(pod, node), -free(node, pods, "memory"), node["metadata"]["name"]),
+    )
+    return ranked[0]["metadata"]["name"], ""
+
+
+def _pending(pod: Mapping[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    return (
+        spec.get("runtimeClassName") == RUNTIME_CLASS
+        and not spec.get("nodeName")
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    )
+
+
+def _condition(status: str, reason: str | None = None, message: str = "") -> JSON:
+    condition: JSON = {"type": "PodScheduled", "status": status}
+    if reason:
+        condition.update(reason=reason, message=message)
+    return condition
+
+
+class StandInBinder:
+    """kube-scheduler's part for companion Pods, on the emulator (see the module doc)."""
+
+    def __init__(self, emulator: KubernetesApiEmulator) -> None:
+        self.emulator = emulator
+        #: How many Pods it bound (tests may check the binder, not the operator, bound).
+        self.bound = 0
+
+    def bind_pending(self) -> None:
+        """One scheduling pass over every pending companion Pod, highest priority first."""
+        emu = self.emulator
+        nodes = emu.list_objects(NODES)
+        pods = emu.list_objects(PODS)
+        pending = sorted(
+            (pod for pod in pods if _pending(pod)),
+            key=lambda pod: (
+                -int((pod.get("spec") or {}).get("priority") or 0),
+                pod["metadata"].get("creationTimestamp", ""),
+            ),
+        )
+        for pod in pending:
+            meta = pod["metadata"]
+            node, message = choose(pod, nodes, pods)
+            if node is None:
+                wanted = _condition("False", "Unschedulable", message)
+                if wanted not in (pod.get("status") or {}).get("conditions", []):
+                    emu.patch_object(
+                        PODS,
+                        meta["namespace"],
+                        meta["name"],
+                        {"status": {"phase": "Pending", "conditions": [wanted]}},
+                        "status",
+                    )
+                continue
+            emu.patch_object(PODS, meta["namespace"], meta["name"], {"spec": {"nodeName": node}})
+            bound = emu.patch_object(
+                PODS,
+                meta["namespace"],
+                meta["name"],
+                {"status": {"phase": "Pending", "conditions": [_condition("True")]}},
+                "status",
+            )
+            pods = [p for p in pods if p["metadata"].get("uid") != meta.get("uid")] + [bound]
+            self.bound += 1

@@ -1,0 +1,72 @@
+"""The emulator's stand-in control plane for cluster mode: admission, binder, collector.
+
+`running_control_plane(emulator)` installs the Pod admission stand-ins and runs the
+stand-in binder (kube-scheduler's part) and garbage collector (kube-controller-manager's
+owner-reference part) for the duration of a block. Tests and the demo use it on the
+emulator only; a real cluster has the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from virtualpod.testing import admission
+from virtualpod.testing.admission import PODS, StandInPodAdmission
+from virtualpod.testing.binder import StandInBinder
+from virtualpod.testing.emulator import KubernetesApiEmulator
+from virtualpod.testing.objects import VIRTUALPODS
+
+TICK_SECONDS = 0.05
+
+
+class StandInGarbageCollector:
+    """Deletes companion Pods whose controlling VirtualPod is gone (ownerReferences)."""
+
+    def __init__(self, emulator: KubernetesApiEmulator) -> None:
+        self.emulator = emulator
+
+    def collect(self) -> int:
+        owners = {vpod["metadata"]["uid"] for vpod in self.emulator.list_objects(VIRTUALPODS.key)}
+        collected = 0
+        for pod in self.emulator.list_objects(PODS):
+            meta = pod["metadata"]
+            refs = [ref for ref in meta.get("ownerReferences") or [] if ref.get("controller")]
+            if refs and all(ref.get("uid") not in owners for ref in refs):
+                self.emulator.delete_object(PODS, meta["namespace"], meta["name"])
+                collected += 1
+        return collected
+
+
+@dataclass
+class ControlPlane:
+    admission: StandInPodAdmission
+    binder: StandInBinder
+    collector: StandInGarbageCollector
+
+
+async def _loop(plane: ControlPlane, tick: float) -> None:
+    while True:
+        with contextlib.suppress(Exception):  # an object changed mid-pass: next pass
+            plane.binder.bind_pending()
+            plane.collector.collect()
+        await asyncio.sleep(tick)
+
+
+@contextlib.asynccontextmanager
+async def running_control_plane(
+    emulator: KubernetesApiEmulator, tick: float = TICK_SECONDS
+) -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane(
+        admission.install(emulator), StandInBinder(emulator), StandInGarbageCollector(emulator)
+    )
+    task = asyncio.create_task(_loop(plane, tick), name="stand-in control plane")
+    try:
+        yield plane
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        emulator.admission.remove(plane.admission)
