@@ -8,7 +8,8 @@
 # apt: real libvirtd + QEMU without libvirt-daemon-system (which drags in
 # systemd and ~250 packages), libvirt-dev + gcc to build libvirt-python and the
 # memlock shim, the Debian kernel + busybox-static for the TCG test guest,
-# ruby for a Vagrantfile syntax check.
+# binutils for the boot-disk test guest, e2fsprogs + qemu-utils for the workload test
+# image (and libvirt creates qcow2 overlays with qemu-img), ruby for a Vagrantfile syntax check.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,8 +18,8 @@ PYTHON="${PYTHON:-python3}"
 
 APT_PACKAGES=(
     libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
-    libvirt-dev pkg-config gcc libc6-dev
-    linux-image-amd64 busybox-static cpio gzip
+    libvirt-dev pkg-config gcc libc6-dev binutils
+    linux-image-amd64 busybox-static cpio gzip e2fsprogs qemu-utils
     ruby python3-venv procps passwd
 )
 

@@ -80,6 +80,8 @@ hostName: $(hostname)
 domainType: $domain_type
 defaultContainerSize: {cpu: 500m, memory: 128Mi}
 padding: {memory: 32Mi}
+hostPaths:                # the test guest of the pressure demo's hog (docs/security.md)
+  allowed: [$GUEST_DIR]
 eviction:
   signal: pool
   poolAllocatable: 896Mi

@@ -1,4 +1,4 @@
-"""`virtualpod` command line: `plan` (offline), `run` (the operator), `demo`."""
+"""`virtualpod` command line: `plan` (offline), `run` (the operator), `logs`, `demo`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from virtualpod.core.host_paths import boot_files
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.quantity import format_bytes, format_cpu
 from virtualpod.core.settings import Settings, SettingsError, load_settings
@@ -79,6 +80,17 @@ def plan_files(
     return plans, failures
 
 
+def host_path_notes(plans: Sequence[VMPlan]) -> list[str]:
+    """`plan` checks host paths by name only: say so for every one it let through."""
+    return [
+        f"VirtualPod {plan.namespace}/{plan.name}: {field}: {path!r} is inside hostPaths.allowed "
+        "by name only (plan is offline); the operator also checks the real file on the host "
+        "(symlinks resolved, a regular file inside the allowed directory)"
+        for plan in plans
+        for field, path in boot_files(plan.pod.boot)
+    ]
+
+
 def plan_json(plan: VMPlan) -> dict[str, Any]:
     return {
         "name": plan.name,
@@ -104,6 +116,30 @@ def plan_json(plan: VMPlan) -> dict[str, Any]:
         "domainName": plan.domain_name,
         "uuid": plan.uuid,
         "domainXML": plan.domain_xml,
+        "workload": _workload_json(plan),
+    }
+
+
+def _workload_json(plan: VMPlan) -> dict[str, Any] | None:
+    workload = plan.workload
+    if workload is None:
+        return None
+    return {
+        "image": workload.image.location,
+        "imageSHA256": workload.image.sha256,
+        "network": workload.nic.network,
+        "mac": workload.nic.mac,
+        "rootVolume": workload.root_volume,
+        "seedVolume": workload.seed_volume,
+        "ephemeralStorageLimit": workload.storage_limit_bytes,
+        "hostPorts": [
+            {
+                "hostPort": p.host_port,
+                "containerPort": p.container_port,
+                "protocol": p.protocol.value,
+            }
+            for p in workload.host_ports
+        ],
     }
 
 
@@ -152,6 +188,8 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write("".join(plan.domain_xml for plan in plans))
     elif plans:
         out.write(plan_table(plans))
+    for note in host_path_notes(plans):
+        err.write(f"note: {note}\n")
     for failure in failures:
         err.write(f"error: {failure}\n")
     return 1 if failures else 0
@@ -217,6 +255,18 @@ def _add_optional_commands(commands: Any) -> None:
     )
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(handler=_lazy("virtualpod.kube.runner", "cmd_run"))
+
+    logs = commands.add_parser(
+        "logs",
+        help="print a VirtualPod's VM serial console (run on its libvirt host)",
+        description="The console log the VM's domain writes: its boot and its workload's output.",
+    )
+    logs.add_argument("name", help="the VirtualPod's name")
+    logs.add_argument("-n", "--namespace", default="default")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    logs.add_argument("--config", help="operator settings YAML (for libvirtURI)")
+    logs.add_argument("--libvirt-uri", help="override settings.libvirtURI")
+    logs.set_defaults(handler=_lazy("virtualpod.libvirt.console", "cmd_logs"))
 
     demo = commands.add_parser("demo", help="show sizing, QoS tuning and suspension under pressure")
     demo.add_argument("--config", help="operator settings YAML")

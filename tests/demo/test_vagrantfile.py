@@ -14,7 +14,7 @@ import yaml
 
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.qos import QOSClass
-from virtualpod.core.settings import PressureSignal, load_settings, settings_from_mapping
+from virtualpod.core.settings import PressureSignal, settings_from_mapping
 
 REPO = Path(__file__).resolve().parents[2]
 VAGRANTFILE = REPO / "Vagrantfile"
@@ -80,7 +80,7 @@ def test_provisioned_manifests_exist_and_plan():
         for qos in ("besteffort", "burstable", "guaranteed")
     }
     assert "manifests/demo/pressure/hog.yaml" in expanded
-    settings = load_settings(REPO / "manifests" / "demo" / "settings.yaml")
+    settings = settings_from_mapping(_box_settings())  # what the box's operator runs with
     classes = set()
     for name in sorted(expanded):
         path = REPO / name
@@ -92,8 +92,9 @@ def test_provisioned_manifests_exist_and_plan():
 
 
 def test_hog_guest_does_not_outgrow_its_hard_limit():
-    """The hog must fill the VM pool, not be OOM-killed by its own cgroup."""
-    settings = load_settings(REPO / "manifests" / "demo" / "settings.yaml")
+    """The hog must fill the VM pool, not be OOM-killed by its own cgroup; the box's
+    settings allow the directory its kernel and initramfs come from."""
+    settings = settings_from_mapping(_box_settings())
     hog = yaml.safe_load((REPO / "manifests/demo/pressure/hog.yaml").read_text(encoding="utf-8"))
     plan = plan_virtualpod(hog, settings)
     touch_mib = int(re.search(r"vp\.touch=(\d+)", hog["spec"]["boot"]["kernel"]["cmdline"])[1])
@@ -107,7 +108,14 @@ def _box_settings() -> dict:
     text = PROVISION.read_text(encoding="utf-8")
     block = re.search(r'cat >"\$SETTINGS" <<YAML\n(.*?)\nYAML\n', text, flags=re.DOTALL)
     assert block, "the provision script no longer writes the settings heredoc"
-    rendered = block[1].replace("$(hostname)", "virtualpod").replace("$domain_type", "kvm")
+    guest_dir = re.search(r"^GUEST_DIR=(\S+)$", text, flags=re.M)
+    assert guest_dir, "the provision script no longer names GUEST_DIR"
+    rendered = (
+        block[1]
+        .replace("$(hostname)", "virtualpod")
+        .replace("$domain_type", "kvm")
+        .replace("$GUEST_DIR", guest_dir[1])
+    )
     return yaml.safe_load(rendered)
 
 

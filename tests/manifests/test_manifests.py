@@ -597,6 +597,8 @@ OPERATOR_API_CALLS = {
     ("virtualpod.dev", "virtualpods", "patch"): "Kopf: finalizer, progress annotations",
     ("virtualpod.dev", "virtualpods/status", "patch"): "status and conditions",
     ("", "events", "create"): "kopf.event/info/warn",
+    ("", "secrets", "get"): "env valueFrom secretKeyRef, for the cloud-init seed",
+    ("", "configmaps", "get"): "env valueFrom configMapKeyRef, for the cloud-init seed",
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "Kopf: resource scanning",
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "Kopf: resource scanning",
     ("scheduling.k8s.io", "priorityclasses", "get"): "priorityClassName -> priority",

@@ -9,6 +9,7 @@ still the same booted guests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import subprocess
@@ -22,7 +23,13 @@ import pytest
 from tests.pressure.harness import MI, RecordingReporter, manifest
 from tests.waiting import async_wait_for, wait_for
 from virtualpod.core.plan import VMPlan, plan_virtualpod
-from virtualpod.core.settings import Amount, EvictionSettings, PressureSignal, Settings
+from virtualpod.core.settings import (
+    Amount,
+    EvictionSettings,
+    HostPaths,
+    PressureSignal,
+    Settings,
+)
 from virtualpod.libvirt.hypervisor import DomainState, Hypervisor
 from virtualpod.pressure.monitor import DomainIntentStore, Inventory, Monitor, PoolSignal
 from virtualpod.pressure.policy import VMView
@@ -69,6 +76,11 @@ def guest_image() -> tuple[str, str]:
     return values["GUEST_KERNEL"], values["GUEST_INITRD"]
 
 
+def allowing(settings: Settings, kernel: str) -> Settings:
+    """`settings` with the test guest's directory (scripts/guest.sh) in hostPaths.allowed."""
+    return dataclasses.replace(settings, host_paths=HostPaths(allowed=(str(Path(kernel).parent),)))
+
+
 SETTINGS = Settings(
     default_container_size=Amount(cpu_millis=1000, memory_bytes=128 * MI),
     padding=Amount(cpu_millis=0, memory_bytes=64 * MI),
@@ -95,7 +107,7 @@ async def guests(
         plans = {
             qos: plan_virtualpod(
                 manifest(qos.lower(), namespace, qos, boot=boot),
-                SETTINGS,
+                allowing(SETTINGS, kernel),
                 cgroup_version=hv.cgroup_version,
             )
             for qos in ("BestEffort", "Burstable", "Guaranteed")
@@ -269,7 +281,7 @@ async def test_sampling_goes_on_while_a_save_is_written(guest_image: tuple[str, 
                         }
                     },
                 ),
-                BIG_SETTINGS,
+                allowing(BIG_SETTINGS, kernel),
                 cgroup_version=hv.cgroup_version,
             )
             for qos, mib in touched.items()

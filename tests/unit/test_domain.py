@@ -8,7 +8,7 @@ import pytest
 from tests.unit.manifests import container, virtualpod
 from virtualpod.core.domain import domain_name, domain_uuid, parse_domain
 from virtualpod.core.plan import plan_virtualpod
-from virtualpod.core.settings import Settings
+from virtualpod.core.settings import HostPaths, Settings
 from virtualpod.core.spec import SuspendMode
 
 Mi = 2**20
@@ -65,6 +65,7 @@ def test_cgroup_v2_host_gets_weight_in_shares():
 
 
 def test_boot_from_kernel_and_from_disk():
+    allowed = Settings(host_paths=HostPaths(allowed=("/boot", "/img")))
     kernel = plan_virtualpod(
         burstable(
             boot={
@@ -75,16 +76,24 @@ def test_boot_from_kernel_and_from_disk():
                 }
             }
         ),
-        Settings(),
+        allowed,
     )
     root = ET.fromstring(kernel.domain_xml)
     assert root.findtext("os/kernel") == "/boot/vmlinuz"
     assert root.findtext("os/cmdline") == "console=ttyS0 a&b"
     disk = plan_virtualpod(
-        burstable(boot={"disk": {"path": "/img/a&b <c>.raw", "format": "raw"}}), Settings()
+        burstable(boot={"disk": {"path": "/img/a&b <c>.raw", "format": "raw"}}), allowed
     )
     source = ET.fromstring(disk.domain_xml).find("devices/disk/source")
     assert source.get("file") == "/img/a&b <c>.raw"
+
+
+@pytest.mark.parametrize(("read_only", "tags"), [(True, ["readonly"]), (False, [])])
+def test_disk_from_a_host_path_is_read_only_unless_the_admin_allows_writing(read_only, tags):
+    settings = Settings(host_paths=HostPaths(allowed=("/img",), read_only=read_only))
+    plan = plan_virtualpod(burstable(boot={"disk": {"path": "/img/a.qcow2"}}), settings)
+    disk = ET.fromstring(plan.domain_xml).find("devices/disk")
+    assert [child.tag for child in disk if child.tag == "readonly"] == tags
 
 
 @pytest.fixture

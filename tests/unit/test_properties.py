@@ -8,7 +8,7 @@ from tests.unit.manifests import virtualpod
 from virtualpod.core.domain import parse_domain
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.qos import QOSClass, qos_class
-from virtualpod.core.settings import Settings
+from virtualpod.core.settings import HostPaths, Settings
 from virtualpod.core.sizing import vm_size
 from virtualpod.core.spec import parse_virtualpod
 from virtualpod.core.tuning import MAX_SHARES, MIN_QUOTA_US, MIN_SHARES, cpu_quota, cpu_shares
@@ -157,7 +157,7 @@ def test_every_rendered_domain_is_accepted_by_libvirt(manifest, boot, odd):
         manifest["spec"]["boot"] = {"disk": {"path": f"/var/lib/{odd}.qcow2"}}
     elif boot == "kernel":
         manifest["spec"]["boot"] = {"kernel": {"path": f"/boot/{odd}", "cmdline": odd}}
-    plan = plan_virtualpod(manifest, Settings())
+    plan = plan_virtualpod(manifest, Settings(host_paths=HostPaths(("/var/lib", "/boot"))))
     domain = CONN.defineXML(plan.domain_xml)
     try:
         echoed = parse_domain(domain.XMLDesc())

@@ -1,10 +1,12 @@
 import pytest
 
 from virtualpod.core.quantity import (
+    LIBVIRT_UNIT_BYTES,
     QuantityError,
     format_bytes,
     format_cpu,
     kib_ceil,
+    kib_to_bytes,
     parse_bytes,
     parse_cpu_millis,
 )
@@ -67,3 +69,12 @@ def test_format_bytes(count, text):
 
 def test_kib_rounds_up():
     assert (kib_ceil(1024), kib_ceil(1025), kib_ceil(1)) == (1, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("unit", "count"),
+    [("KiB", 1024), ("k", 1024), ("MiB", 2**20), ("GiB", 2**30), ("KB", 1000), ("bytes", 1)],
+)
+def test_libvirt_units_are_binary_unless_spelled_decimal(unit, count):
+    assert LIBVIRT_UNIT_BYTES[unit.lower()] == count
+    assert kib_to_bytes(count) == count * 1024

@@ -92,3 +92,9 @@ def test_load_settings_from_file(tmp_path):
         load_settings(path)
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("allowed", ["/var/lib/virtualpod", "/var/lib/virtualpod/volumes/x"])
+def test_allowed_host_paths_never_overlap_the_storage_pools(allowed):
+    with pytest.raises(SettingsError, match="overlaps the storage pool directory"):
+        settings_from_mapping({"hostPaths": {"allowed": [allowed]}})

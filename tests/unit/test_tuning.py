@@ -15,8 +15,10 @@ from virtualpod.core.tuning import (
     cpu_shares,
     cpu_weight_from_shares,
     cputune,
+    cputune_for_cgroup,
     memtune,
     oom_score_adj,
+    shares_for_cgroup,
 )
 
 Mi = 2**20
@@ -65,6 +67,20 @@ def test_milli_cpu_to_quota(millis, period, quota):
 )
 def test_cgroup_v2_weight(shares, weight):
     assert cpu_weight_from_shares(shares) == weight
+
+
+@pytest.mark.parametrize(
+    ("shares", "cgroup_version", "written"),
+    [(1024, 1, 1024), (2, 1, 2), (262144, 1, 262144), (1024, 2, 39), (2, 2, 1), (262144, 2, 10000)],
+)
+def test_shares_become_weights_only_on_cgroup_v2(shares, cgroup_version, written):
+    assert shares_for_cgroup(shares, cgroup_version) == written
+
+
+def test_the_written_cputune_keeps_period_and_quota():
+    tune = CpuTune(shares=1024, period_us=100000, quota_us=50000)
+    assert cputune_for_cgroup(tune, 2) == CpuTune(39, 100000, 50000)
+    assert cputune_for_cgroup(tune, 1) == tune
 
 
 def tuned(manifest):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import libvirt
 import pytest
@@ -18,6 +19,7 @@ from virtualpod.core.cloudinit import (
     render_user_data,
     seed_files,
 )
+from virtualpod.core.host_paths import HostPaths
 from virtualpod.core.nic import mac_address
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.seed import build_seed_iso, read_seed_iso
@@ -26,6 +28,7 @@ from virtualpod.core.spec import SpecError, parse_virtualpod
 from virtualpod.core.workload import KeyRef, SourceKind
 
 IMAGE = "/srv/images/guest.qcow2"
+ALLOWED = Settings(host_paths=HostPaths(allowed=("/srv/images",)))
 TOKEN = KeyRef(SourceKind.SECRET, "creds", "token")
 
 
@@ -158,7 +161,7 @@ def test_meta_data_and_user_override_and_seed_iso_round_trip():
 
 
 def rendered(manifest: dict, settings: Settings | None = None) -> tuple[object, ET.Element]:
-    plan = plan_virtualpod(manifest, settings or Settings())
+    plan = plan_virtualpod(manifest, settings or ALLOWED)
     return plan, ET.fromstring(plan.domain_xml)
 
 
@@ -186,7 +189,7 @@ def test_domain_gets_overlay_seed_and_nic_only_with_an_image():
 
 
 def test_network_from_settings_and_user_mode_needs_no_libvirt_network():
-    _, root = rendered(virtualpod(app()), Settings(network="user"))
+    _, root = rendered(virtualpod(app()), replace(ALLOWED, network="user"))
     nic = root.find("devices/interface")
     assert nic.get("type") == "user"
     assert nic.find("source") is None
@@ -208,7 +211,7 @@ def test_workload_domains_define_on_the_test_driver(network):
     conn = libvirt.open("test:///default")
     try:
         manifest = virtualpod(app(), name=f"define-{network}")
-        plan = plan_virtualpod(manifest, Settings(network=network))
+        plan = plan_virtualpod(manifest, replace(ALLOWED, network=network))
         domain = conn.defineXML(plan.domain_xml)
         try:
             echoed = ET.fromstring(domain.XMLDesc())
@@ -220,3 +223,21 @@ def test_workload_domains_define_on_the_test_driver(network):
             domain.undefine()
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("image", "allowed", "why"),
+    [
+        (IMAGE, (), "hostPaths.allowed is empty"),
+        ("/etc/shadow", ("/srv/images",), "not inside a directory of hostPaths.allowed"),
+        ("file:///srv/images/../../etc/shadow", ("/srv/images",), "normalized"),
+    ],
+)
+def test_a_host_path_image_needs_the_admins_allowed_directory(image, allowed, why):
+    settings = Settings(host_paths=HostPaths(allowed=allowed))
+    with pytest.raises(SpecError) as caught:
+        plan_virtualpod(virtualpod(app(image=image)), settings)
+    assert [e.path for e in caught.value.errors] == ["spec.containers[0].image"]
+    assert why in str(caught.value)
+    url = virtualpod(app(image="https://images.example.com/guest.qcow2"))
+    assert plan_virtualpod(url, settings).workload is not None  # downloads need no opt-in

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from virtualpod.core.quantity import MILLICPU_PER_CPU
 from virtualpod.core.settings import Amount
 from virtualpod.core.sizing import VMSize
 
 CPU = "cpu"
 MEMORY = "memory"
-MILLIS_PER_CPU = 1000
 
 
 def sum_requests(amounts: Iterable[Amount]) -> Amount:
@@ -37,7 +37,7 @@ def allocatable(capacity: Amount, reserved: Amount) -> Amount:
 def too_large(size: VMSize, capacity: Amount) -> list[str]:
     """What the VM alone needs more of than the whole host has."""
     short = []
-    if size.vcpus * MILLIS_PER_CPU > capacity.cpu_millis:
+    if size.vcpus * MILLICPU_PER_CPU > capacity.cpu_millis:
         short.append(CPU)
     if size.memory_bytes > capacity.memory_bytes:
         short.append(MEMORY)

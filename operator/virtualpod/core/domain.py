@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from virtualpod.core.disks import VolumeDisk, render_disk
 from virtualpod.core.nic import Nic, render_nic
-from virtualpod.core.quantity import kib_ceil
+from virtualpod.core.quantity import LIBVIRT_UNIT_BYTES, kib_ceil
 from virtualpod.core.spec import DiskBoot, KernelBoot, SuspendMode
 from virtualpod.core.tuning import CpuTune, MemTune
 
@@ -53,6 +53,8 @@ class DomainSpec:
     boot: DiskBoot | KernelBoot | None = None
     console_log: str | None = None
     memory_stats_period_s: int = 5
+    #: A disk from a host path is attached `<readonly/>` unless the admin allows writing.
+    disk_read_only: bool = True
     #: Storage volumes the workload runs from (root overlay, cloud-init seed).
     disks: tuple[VolumeDisk, ...] = ()
     nics: tuple[Nic, ...] = ()
@@ -157,6 +159,8 @@ def _render_devices(devices: ET.Element, spec: DomainSpec) -> None:
         _sub(disk, "driver", name="qemu", type=spec.boot.format.value)
         _sub(disk, "source", file=spec.boot.path)
         _sub(disk, "target", dev="vda", bus="virtio")
+        if spec.disk_read_only:
+            _sub(disk, "readonly")
     for volume in spec.disks:
         render_disk(devices, volume)
     for nic in spec.nics:
@@ -182,25 +186,10 @@ class DomainSummary:
     metadata: DomainMetadata | None
 
 
-_UNIT_BYTES = {
-    "b": 1,
-    "bytes": 1,
-    "k": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gib": 1024**3,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-}
-
-
 def _bytes(element: ET.Element | None) -> int | None:
     if element is None or element.text is None:
         return None
-    return int(element.text) * _UNIT_BYTES[element.get("unit", "KiB").lower()]
+    return int(element.text) * LIBVIRT_UNIT_BYTES[element.get("unit", "KiB").lower()]
 
 
 def _int(element: ET.Element | None) -> int | None:

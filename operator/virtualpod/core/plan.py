@@ -7,7 +7,7 @@ One pure function composes the core (spec, qos, sizing, tuning, domain). The ope
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from virtualpod.core.disks import workload_disks
 from virtualpod.core.domain import (
@@ -17,18 +17,27 @@ from virtualpod.core.domain import (
     domain_uuid,
     render_domain,
 )
+from virtualpod.core.host_paths import boot_refusals, lexical_refusal
 from virtualpod.core.image import ImageRef
 from virtualpod.core.nic import Nic, mac_address
 from virtualpod.core.qos import QOSClass, qos_class
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.sizing import VMSize, pod_requests, vm_size
-from virtualpod.core.spec import SuspendMode, VirtualPod, parse_virtualpod
+from virtualpod.core.spec import (
+    DiskBoot,
+    FieldError,
+    KernelBoot,
+    SpecError,
+    SuspendMode,
+    VirtualPod,
+    parse_virtualpod,
+)
 from virtualpod.core.storage import root_volume, seed_volume
 from virtualpod.core.tuning import (
     CpuTune,
     MemTune,
-    cpu_weight_from_shares,
     cputune,
+    cputune_for_cgroup,
     memtune,
     oom_score_adj,
 )
@@ -48,6 +57,17 @@ class Workload:
     nic: Nic
     #: Container ports with a hostPort (forwarded on user-mode NICs).
     host_ports: tuple[ContainerPort, ...]
+
+
+IMAGE_FIELD = "spec.containers[0].image"
+
+
+def image_refusals(image: ImageRef | None, allowed: tuple[str, ...]) -> list[FieldError]:
+    """A host-path image follows the `hostPaths` rule of `spec.boot` files (by name here)."""
+    if image is None or image.is_download:
+        return []
+    reason = lexical_refusal(image.location, allowed)
+    return [] if reason is None else [FieldError(IMAGE_FIELD, reason)]
 
 
 def plan_workload(pod: VirtualPod, uuid: str, settings: Settings) -> Workload | None:
@@ -114,6 +134,17 @@ def effective_priority(pod: VirtualPod, priority_classes: Mapping[str, int]) -> 
     return 0
 
 
+def console_log_path(directory: str, domain: str) -> str:
+    """A VM's serial console log: always directly inside the operator's `consoleLogDir`."""
+    return f"{directory.rstrip('/')}/{domain}.console.log"
+
+
+def plan_with_boot(plan: VMPlan, boot: DiskBoot | KernelBoot) -> VMPlan:
+    """The same plan booting from `boot` (the real paths the host check resolved)."""
+    domain = replace(plan.domain, boot=boot)
+    return replace(plan, domain=domain, domain_xml=render_domain(domain))
+
+
 def plan_virtualpod(
     manifest: Mapping[str, object] | VirtualPod,
     settings: Settings,
@@ -121,8 +152,17 @@ def plan_virtualpod(
     cgroup_version: int = 1,
     priority_classes: Mapping[str, int] | None = None,
 ) -> VMPlan:
-    """Plan one VirtualPod; raises `spec.SpecError` for invalid manifests."""
+    """Plan one VirtualPod; raises `spec.SpecError` for invalid manifests.
+
+    Host paths in `spec.boot` are checked by name against `hostPaths.allowed` here; the
+    operator checks the real files on the host too (`virtualpod.libvirt.host_paths`).
+    """
     pod = manifest if isinstance(manifest, VirtualPod) else parse_virtualpod(manifest)
+    refused = boot_refusals(pod.boot, settings.host_paths.allowed) + image_refusals(
+        pod.image, settings.host_paths.allowed
+    )
+    if refused:
+        raise SpecError(refused)
     qos = qos_class(pod)
     size = vm_size(pod, settings)
     requests = pod_requests(pod)
@@ -133,18 +173,13 @@ def plan_virtualpod(
     name = domain_name(pod.namespace, pod.name)
     uuid = domain_uuid(pod.namespace, pod.name, pod.uid)
     workload = plan_workload(pod, uuid, settings)
-    written_cpu = (
-        CpuTune(cpu_weight_from_shares(cpu.shares), cpu.period_us, cpu.quota_us)
-        if cgroup_version == 2
-        else cpu
-    )
     domain = DomainSpec(
         name=name,
         uuid=uuid,
         domain_type=settings.domain_type,
         vcpus=size.vcpus,
         memory_bytes=size.memory_bytes,
-        cputune=written_cpu,
+        cputune=cputune_for_cgroup(cpu, cgroup_version),
         memtune=memory,
         metadata=DomainMetadata(
             namespace=pod.namespace,
@@ -157,8 +192,9 @@ def plan_virtualpod(
             generation=pod.generation,
         ),
         boot=pod.boot,
-        console_log=f"{settings.console_log_dir.rstrip('/')}/{name}.console.log",
+        console_log=console_log_path(settings.console_log_dir, name),
         memory_stats_period_s=settings.memory_stats_period_s,
+        disk_read_only=settings.host_paths.read_only,
         disks=workload_disks(uuid) if workload else (),
         nics=(workload.nic,) if workload else (),
     )

@@ -12,9 +12,30 @@ from decimal import Decimal, InvalidOperation
 
 from kubernetes.utils import parse_quantity
 
+#: Every unit the project uses is defined here and nowhere else.
+MILLICPU_PER_CPU = 1000
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
+TIB = 1024 * GIB
+KB = 1000
+MB = 1000 * KB
+GB = 1000 * MB
+
+#: libvirt's `unit` attribute on memory elements (case-insensitive), in bytes.
+LIBVIRT_UNIT_BYTES = {
+    "b": 1,
+    "bytes": 1,
+    "k": KIB,
+    "kib": KIB,
+    "m": MIB,
+    "mib": MIB,
+    "g": GIB,
+    "gib": GIB,
+    "kb": KB,
+    "mb": MB,
+    "gb": GB,
+}
 
 
 class QuantityError(ValueError):
@@ -45,7 +66,7 @@ def parse_decimal(value: object, field: str) -> Decimal:
 
 def parse_cpu_millis(value: object, field: str) -> int:
     """CPU quantity -> millicores, rounded up (`0.0001` is `1m`)."""
-    return math.ceil(parse_decimal(value, field) * 1000)
+    return math.ceil(parse_decimal(value, field) * MILLICPU_PER_CPU)
 
 
 def parse_bytes(value: object, field: str) -> int:
@@ -55,12 +76,13 @@ def parse_bytes(value: object, field: str) -> int:
 
 def format_cpu(millis: int) -> str:
     """Millicores in the shortest exact Kubernetes spelling: `2`, `500m`."""
-    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
+    whole, rest = divmod(millis, MILLICPU_PER_CPU)
+    return str(whole) if rest == 0 else f"{millis}m"
 
 
 def format_bytes(count: int) -> str:
     """Bytes in the largest exact binary suffix: `1536Mi`, `2Gi`, `1000`."""
-    for suffix, unit in (("Ti", 1024 * GIB), ("Gi", GIB), ("Mi", MIB), ("Ki", KIB)):
+    for suffix, unit in (("Ti", TIB), ("Gi", GIB), ("Mi", MIB), ("Ki", KIB)):
         if count and count % unit == 0:
             return f"{count // unit}{suffix}"
     return str(count)
@@ -69,3 +91,8 @@ def format_bytes(count: int) -> str:
 def kib_ceil(count: int) -> int:
     """Bytes -> KiB, rounded up: libvirt's unit for memory sizes and limits."""
     return -(-count // KIB)
+
+
+def kib_to_bytes(kib: int) -> int:
+    """KiB (what libvirt reports) -> bytes."""
+    return kib * KIB

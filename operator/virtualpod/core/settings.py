@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from virtualpod.core.host_paths import HostPaths, allowed_directory_problem, is_within
 from virtualpod.core.quantity import MIB, QuantityError, parse_bytes, parse_cpu_millis
 from virtualpod.core.spec import SuspendMode
 
@@ -98,6 +99,7 @@ class Settings:
     console_log_dir: str = "/var/log/libvirt/qemu"
     memory_stats_period_s: int = 5
     restart_backoff: RestartBackoff = RestartBackoff()
+    host_paths: HostPaths = field(default_factory=HostPaths)
     eviction: EvictionSettings = field(default_factory=EvictionSettings)
     storage: StorageSettings = StorageSettings()
     network: str = "default"
@@ -132,6 +134,9 @@ restartBackoff:           # a VM that stopped outside the operator is started ag
   initial: 10s            # at once, then after `initial` doubling up to `max`;
   max: 5m
   reset: 10m              # a VM that ran this long since its last restart starts over
+hostPaths:                # host directories spec.boot kernel, initrd and disk files may come from
+  allowed: []             # [] = none: spec.boot host paths are refused (docs/security.md)
+  readOnly: true          # disks from these directories are attached read-only
 storage:
   imageDir: /var/lib/virtualpod/images     # pool virtualpod-images: base images, imported once
   volumeDir: /var/lib/virtualpod/volumes   # pool virtualpod-volumes: each VM's overlay and seed
@@ -287,6 +292,7 @@ def settings_from_mapping(data: object) -> Settings:
         console_log_dir=root.string("consoleLogDir", base.console_log_dir),
         memory_stats_period_s=int(root.number("memoryStatsPeriod", base.memory_stats_period_s)),
         restart_backoff=_restart_backoff(root.child("restartBackoff"), base.restart_backoff),
+        host_paths=_host_paths(root.child("hostPaths"), base.host_paths),
         eviction=_eviction(root.child("eviction"), base.eviction),
         storage=_storage(root.child("storage"), base.storage),
         network=root.string("network", base.network),
@@ -301,7 +307,20 @@ def settings_from_mapping(data: object) -> Settings:
         raise SettingsError("namespace: must not be empty")
     if not settings.console_log_dir.startswith("/"):
         raise SettingsError("consoleLogDir: must be an absolute path")
+    _check_pools_not_allowed(settings)
     return settings
+
+
+def _check_pools_not_allowed(settings: Settings) -> None:
+    """Tenants never name pool files (other VMs' disks and seeds with Secret values)."""
+    pools = (settings.storage.image_dir, settings.storage.volume_dir)
+    for allowed in settings.host_paths.allowed:
+        for pool in pools:
+            if is_within(pool, allowed) or is_within(allowed, pool):
+                raise SettingsError(
+                    f"hostPaths.allowed: {allowed!r} overlaps the storage pool directory "
+                    f"{pool!r}, whose files are other VMs' disks and seeds"
+                )
 
 
 def _storage(reader: _Reader, base: StorageSettings) -> StorageSettings:
@@ -329,6 +348,24 @@ def _restart_backoff(reader: _Reader, base: RestartBackoff) -> RestartBackoff:
     if backoff.max_s < backoff.initial_s:
         raise SettingsError("restartBackoff.max: must not be less than restartBackoff.initial")
     return backoff
+
+
+def _host_paths(reader: _Reader, base: HostPaths) -> HostPaths:
+    allowed = reader.get("allowed")
+    if allowed is None:
+        allowed = list(base.allowed)
+    if not isinstance(allowed, list):
+        raise SettingsError(f"{reader.key('allowed')}: must be a list of directories")
+    for index, directory in enumerate(allowed):
+        problem = allowed_directory_problem(directory)
+        if problem is not None:
+            raise SettingsError(f"{reader.key('allowed')}[{index}]: {problem}")
+    host_paths = HostPaths(
+        allowed=tuple(str(directory).rstrip("/") for directory in allowed),
+        read_only=reader.flag("readOnly", base.read_only),
+    )
+    reader.done()
+    return host_paths
 
 
 def _eviction(reader: _Reader, base: EvictionSettings) -> EvictionSettings:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from virtualpod.core.quantity import MIB
+from virtualpod.core.quantity import MIB, MILLICPU_PER_CPU
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.spec import Container, VirtualPod
 
@@ -28,7 +28,7 @@ class VMSize:
     @property
     def vcpus(self) -> int:
         """Whole vCPUs: the cpu size rounded up, at least one."""
-        return max(1, math.ceil(self.cpu_millis / 1000))
+        return max(1, math.ceil(self.cpu_millis / MILLICPU_PER_CPU))
 
 
 def _sum(amounts: Iterable[Amount]) -> Amount:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from virtualpod.core.qos import QOSClass
+from virtualpod.core.quantity import MILLICPU_PER_CPU
 from virtualpod.core.settings import VMMOverhead
 from virtualpod.core.sizing import VMSize, all_containers_limit, pod_limits, pod_requests
 from virtualpod.core.spec import VirtualPod
@@ -18,13 +19,16 @@ from virtualpod.core.spec import VirtualPod
 MIN_SHARES = 2
 MAX_SHARES = 262144
 SHARES_PER_CPU = 1024
-MILLICPU_PER_CPU = 1000
 QUOTA_PERIOD_US = 100000
 MIN_QUOTA_US = 1000
 MAX_CPU_WEIGHT = 10000
+#: The cgroup version on which libvirt writes `<shares>` into cpu.weight.
+CGROUP_V2 = 2
 
 GUARANTEED_OOM_SCORE_ADJ = -997
 BEST_EFFORT_OOM_SCORE_ADJ = 1000
+#: kubelet's scale for the Burstable OOM score (the kernel's maximum oom_score_adj).
+OOM_SCORE_ADJ_SCALE = 1000
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,16 @@ def cpu_weight_from_shares(shares: int) -> int:
     return 1 + ((clamped - MIN_SHARES) * (MAX_CPU_WEIGHT - 1)) // (MAX_SHARES - MIN_SHARES)
 
 
+def shares_for_cgroup(shares: int, cgroup_version: int) -> int:
+    """The `<shares>` value libvirt must be given on a host of `cgroup_version`."""
+    return cpu_weight_from_shares(shares) if cgroup_version == CGROUP_V2 else shares
+
+
+def cputune_for_cgroup(tune: CpuTune, cgroup_version: int) -> CpuTune:
+    """`tune` as written to libvirt on a host of `cgroup_version` (shares may become weight)."""
+    return CpuTune(shares_for_cgroup(tune.shares, cgroup_version), tune.period_us, tune.quota_us)
+
+
 def cputune(pod: VirtualPod) -> CpuTune:
     shares = cpu_shares(pod_requests(pod).cpu_millis)
     if not all_containers_limit(pod, "cpu"):
@@ -105,9 +119,10 @@ def oom_score_adj(qos: QOSClass, memory_request_bytes: int, memory_capacity_byte
         return GUARANTEED_OOM_SCORE_ADJ
     if qos is QOSClass.BEST_EFFORT:
         return BEST_EFFORT_OOM_SCORE_ADJ
-    adjust = 1000 - (1000 * memory_request_bytes) // max(1, memory_capacity_bytes)
-    if adjust < 1000 + GUARANTEED_OOM_SCORE_ADJ:
-        return 1000 + GUARANTEED_OOM_SCORE_ADJ
+    scale = OOM_SCORE_ADJ_SCALE
+    adjust = scale - (scale * memory_request_bytes) // max(1, memory_capacity_bytes)
+    if adjust < scale + GUARANTEED_OOM_SCORE_ADJ:
+        return scale + GUARANTEED_OOM_SCORE_ADJ
     if adjust == BEST_EFFORT_OOM_SCORE_ADJ:
         return adjust - 1
     return adjust

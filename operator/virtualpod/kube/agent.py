@@ -18,7 +18,7 @@ import kopf
 
 from virtualpod.core.binding import serves, sized_manifest
 from virtualpod.core.plan import plan_virtualpod
-from virtualpod.core.quantity import format_bytes
+from virtualpod.core.quantity import MILLICPU_PER_CPU, format_bytes
 from virtualpod.core.settings import Amount
 from virtualpod.core.spec import API_GROUP, API_VERSION, SpecError
 from virtualpod.core.status import condition_status
@@ -30,6 +30,13 @@ from virtualpod.kube.mirror import mirror_lifecycle
 from virtualpod.kube.reconcile import body_uuid, reconcile
 from virtualpod.kube.reporters import info, warn
 from virtualpod.kube.restart_policy import cancel_restart
+from virtualpod.kube.workload import (
+    ADDRESS_INTERVAL_SECONDS,
+    Workloads,
+    delete_volumes,
+    mirror_addresses,
+    runs_workload,
+)
 from virtualpod.libvirt.hypervisor import Hypervisor, HypervisorError
 
 #: How often a Pending VirtualPod retries (admission, or waiting for `status.admitted`).
@@ -40,6 +47,11 @@ def served_here(body: kopf.Body, memo: Any, **_: Any) -> bool:
     """Kopf filter: this agent serves the object (bound here, or unbound without binding)."""
     ctx = context(memo)
     return serves(body, ctx.host_name, bound_only=ctx.bound_only)
+
+
+def serves_workload(body: kopf.Body, memo: Any, **_: Any) -> bool:
+    """Served here, running, and its first container names a VM disk image."""
+    return served_here(body, memo) and runs_workload(body)
 
 
 def is_pending(body: kopf.Body, status: kopf.Status, memo: Any, **_: Any) -> bool:
@@ -105,9 +117,10 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
     )
     await hv.connect()
     ctx.hypervisor = hv
+    ctx.workloads = Workloads(hv, ctx.settings, ctx.api.core)
     ctx.cgroup_version = hv.cgroup_version
     capacity = await hv.host_capacity()
-    ctx.capacity = Amount(capacity.cpus * 1000, capacity.memory_bytes)
+    ctx.capacity = Amount(capacity.cpus * MILLICPU_PER_CPU, capacity.memory_bytes)
     ctx.placed = {found.uuid for found in await hv.list_domains()}
     ctx.tasks.append(asyncio.create_task(mirror_lifecycle(ctx), name="libvirt-lifecycle"))
     ctx.tasks.append(asyncio.create_task(publish_lease(ctx), name="host-lease"))
@@ -163,6 +176,7 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
         ctx.deleting.discard(uuid)
         warn(body, reason="Failed", message=f"cannot remove the VM: {error}")
         raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
+    await delete_volumes(ctx, body, uuid)
     ctx.placed.discard(uuid)
     ctx.suspensions.pop(uuid, None)
     ctx.reserving.pop(uuid, None)
@@ -190,3 +204,8 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.resume(**vpods, when=served_here)(reconcile_virtualpod)
     kopf.timer(**vpods, interval=PENDING_RETRY_SECONDS, when=is_pending)(retry_pending)
     kopf.on.delete(**vpods, when=served_here)(delete_virtualpod)
+    kopf.timer(
+        **vpods,
+        interval=ADDRESS_INTERVAL_SECONDS,
+        when=serves_workload,
+    )(mirror_addresses)

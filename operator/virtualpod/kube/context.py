@@ -21,6 +21,7 @@ from virtualpod.core.binding import node_selector
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SuspendMode
 from virtualpod.kube.api import KubeApi, ObjectRef
+from virtualpod.kube.workload import Workloads
 from virtualpod.libvirt.hypervisor import Hypervisor
 
 if TYPE_CHECKING:
@@ -125,6 +126,8 @@ class AgentContext:
     priority_class_index: kopf.Index[str, int] | None = None
     #: Events, status writes and the Lease from outside handlers (connected at startup).
     api: KubeApi | None = None
+    #: Disks, seeds and addresses of VMs that run an image (connected at startup).
+    workloads: Workloads | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: Called once the hypervisor is open, e.g. to start the pressure monitor.
     on_ready: list[ReadyHook] = field(default_factory=list)

@@ -34,6 +34,8 @@ from virtualpod.kube.api import shorten
 from virtualpod.kube.context import AgentContext, Written
 from virtualpod.kube.reporters import info, warn
 from virtualpod.kube.runtime import runtime_status
+from virtualpod.kube.workload import discard_workload, prepare_workload
+from virtualpod.libvirt.host_paths import checked_plan
 from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainNotFound,
@@ -152,6 +154,7 @@ async def _reconcile(
             cgroup_version=ctx.cgroup_version,
             priority_classes=ctx.priority_classes(),
         )
+        plan = checked_plan(plan, ctx.settings)  # spec.boot files, on this host
     except SpecError as error:
         message = str(error)
         conditions = set_condition(conditions, "Valid", False, "InvalidSpec", message, generation)
@@ -175,8 +178,12 @@ async def _reconcile(
         if not await _admit(ctx, body, plan, conditions, out, patch, status):
             return
         try:
+            await prepare_workload(ctx, body, patch, conditions, plan)
             defined = await hv.ensure_defined(plan.domain_xml)
             ctx.placed.add(plan.uuid)
+        except HypervisorError:
+            await discard_workload(ctx, plan)
+            raise
         finally:
             ctx.reserving.pop(plan.uuid, None)
         if defined.created:
@@ -184,6 +191,8 @@ async def _reconcile(
         await _start(ctx, body, plan)
     else:
         ctx.placed.add(plan.uuid)
+        if not found.active:
+            await prepare_workload(ctx, body, patch, conditions, plan)
         defined = await hv.ensure_defined(plan.domain_xml)
         restart_needed = defined.restart_needed
         if found.active and defined.changed:

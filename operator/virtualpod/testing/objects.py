@@ -79,6 +79,7 @@ BUILTIN_RESOURCES = (
     ),
     ResourceSpec("", "v1", "events", "Event", namespaced=True),
     ResourceSpec("", "v1", "configmaps", "ConfigMap", namespaced=True),
+    ResourceSpec("", "v1", "secrets", "Secret", namespaced=True),
     ResourceSpec("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False),
     ResourceSpec("coordination.k8s.io", "v1", "leases", "Lease", namespaced=True),
     ResourceSpec(
