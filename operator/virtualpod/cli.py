@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,10 +39,17 @@ def _documents(path: str) -> Iterator[tuple[int, object]]:
             yield index, document
 
 
+#: A name or namespace shown as given in a message: one word of at most 253 characters.
+_SHOWABLE = re.compile(r"[A-Za-z0-9._-]{1,253}")
+
+
 def _describe(document: object, index: int) -> str:
+    """`VirtualPod NS/NAME` when both read as names, else the document's position."""
     metadata = document.get("metadata") if isinstance(document, dict) else None
-    if isinstance(metadata, dict) and metadata.get("name"):
-        return f"VirtualPod {metadata.get('namespace', 'default')}/{metadata['name']}"
+    if isinstance(metadata, dict):
+        name, namespace = metadata.get("name"), metadata.get("namespace") or "default"
+        if all(isinstance(v, str) and _SHOWABLE.fullmatch(v) for v in (name, namespace)):
+            return f"VirtualPod {namespace}/{name}"
     return f"VirtualPod (document {index + 1})"
 
 
@@ -58,7 +66,11 @@ def plan_files(
         except OSError as error:
             failures.append(PlanFailure(path, "file", f"cannot read: {error.strerror}"))
             continue
-        except yaml.YAMLError as error:
+        except UnicodeDecodeError:
+            failures.append(PlanFailure(path, "file", "not UTF-8 text"))
+            continue
+        except (yaml.YAMLError, ValueError, RecursionError) as error:
+            # safe_load raises ValueError for impossible dates, RecursionError when too deep
             failures.append(PlanFailure(path, "file", f"not valid YAML: {error}"))
             continue
         for index, document in documents:
@@ -74,6 +86,14 @@ def plan_files(
                 failures.extend(
                     PlanFailure(path, _describe(document, index), str(field_error))
                     for field_error in error.errors
+                )
+            except Exception as error:  # a bug: one line, never a traceback
+                failures.append(
+                    PlanFailure(
+                        path,
+                        _describe(document, index),
+                        f"cannot plan: {type(error).__name__}: {error}",
+                    )
                 )
         if not found:
             failures.append(PlanFailure(path, "file", f"no {KIND} found"))

@@ -41,32 +41,60 @@ async def test_operator_killed_mid_create_makes_exactly_one_domain(env: Env) -> 
     assert ours[0].uuid == uid == obj["status"]["vm"]["uuid"]
 
 
-async def test_invalid_object_gets_condition_and_event_and_others_are_served(env: Env) -> None:
-    await env.start_operator()
-    bad = unique("bad")
-    manifest = vpod(bad)
-    manifest["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "lots"
-    await env.kube.create(manifest)
-    obj = await wait_phase(env, bad, "Failed")
+async def refused_or_invalid(env: Env, manifest: dict, field: str, phrase: str) -> bool:
+    """Either outcome a cluster can give for invalid input: the API server refuses it
+    (422, naming the field), or it is stored and the operator marks it Valid=False with
+    one Warning Event. True when it was stored."""
+    status, body = await env.kube.try_create(manifest)
+    if status != 201:
+        assert status == 422, (status, body)
+        assert field in body["message"], body["message"]
+        return False
+    name = manifest["metadata"]["name"]
+    obj = await wait_phase(env, name, "Failed")
     valid = condition(obj, "Valid")
     assert valid["status"] == "False"
     assert valid["reason"] == "InvalidSpec"
-    assert "spec.containers[0].resources.requests.cpu" in valid["message"]
+    assert field in valid["message"]
+    assert phrase in valid["message"]
+    await async_wait_for(
+        lambda: invalid_spec_warnings(env, name), timeout=10, what="InvalidSpec Warning event"
+    )
+    return True
 
-    async def warned() -> list:
-        return [
-            e
-            for e in await env.kube.events(env.namespace, bad)
-            if e["reason"] == "InvalidSpec" and e["type"] == "Warning"
-        ]
 
-    await async_wait_for(warned, timeout=10, what="InvalidSpec Warning event")
+async def invalid_spec_warnings(env: Env, name: str) -> list:
+    return [
+        e
+        for e in await env.kube.events(env.namespace, name)
+        if e["reason"] == "InvalidSpec" and e["type"] == "Warning"
+    ]
+
+
+INVALID = {
+    # the schema's pattern refuses it on a real server; the emulator stores it
+    "garbage": ("requests", "cpu", "lots", "not a Kubernetes quantity"),
+    # matches the schema's quantity pattern: only the operator can refuse it
+    "beyond Kubernetes' range": ("limits", "cpu", "1e999", "at most"),
+}
+
+
+@pytest.mark.parametrize(("part", "resource", "value", "phrase"), INVALID.values(), ids=INVALID)
+async def test_invalid_object_is_refused_or_marked_invalid_and_others_are_served(
+    env: Env, part: str, resource: str, value: str, phrase: str
+) -> None:
+    await env.start_operator()
+    bad = unique("bad")
+    manifest = vpod(bad)
+    manifest["spec"]["containers"][0]["resources"][part][resource] = value
+    field = f"spec.containers[0].resources.{part}.{resource}"
+    stored = await refused_or_invalid(env, manifest, field, phrase)
 
     good = unique("good")
     await env.kube.create(vpod(good))
     await wait_phase(env, good, "Running")
-    # a permanent failure: no retry storm of events on the invalid object
-    assert len(await warned()) == 1
+    if stored:  # a permanent failure: no retry storm of events on the invalid object
+        assert len(await invalid_spec_warnings(env, bad)) == 1
     assert not any(bad in d.name for d in await env.hv.list_domains())
 
 

@@ -11,6 +11,7 @@ parses them.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -63,18 +64,65 @@ class Rule:
     schema_path: str
     rule: str
     message: str
+    #: How often the API server's cost estimator assumes the rule runs per object: the
+    #: product of the `maxItems`/`maxProperties` of the lists and maps around it.
+    cardinality: int = 1
+    reason: str | None = None
 
 
-def iter_rules(schema: Schema, path: str = "") -> Iterator[Rule]:
+def iter_rules(schema: Schema, path: str = "", cardinality: int = 1) -> Iterator[Rule]:
     """Every CEL rule of a schema, with where it sits."""
     for entry in schema.get("x-kubernetes-validations", ()):
-        yield Rule(path or "<root>", entry["rule"], entry.get("message", entry["rule"]))
+        yield Rule(
+            path or "<root>",
+            entry["rule"],
+            entry.get("message", entry["rule"]),
+            cardinality,
+            entry.get("reason"),
+        )
     for key, child in schema.get("properties", {}).items():
-        yield from iter_rules(child, f"{path}.{key}")
+        yield from iter_rules(child, f"{path}.{key}", cardinality)
     if isinstance(schema.get("items"), Mapping):
-        yield from iter_rules(schema["items"], f"{path}[]")
+        inner = cardinality * schema.get("maxItems", UNBOUNDED)
+        yield from iter_rules(schema["items"], f"{path}[]", inner)
     if isinstance(schema.get("additionalProperties"), Mapping):
-        yield from iter_rules(schema["additionalProperties"], f"{path}{{}}")
+        inner = cardinality * schema.get("maxProperties", UNBOUNDED)
+        yield from iter_rules(schema["additionalProperties"], f"{path}{{}}", inner)
+
+
+#: What the estimator assumes for a list or map without a bound (effectively: too many).
+UNBOUNDED = 10**9
+
+#: How Kubernetes' CEL quantity library declares its functions (k8s.io/apiserver,
+#: pkg/cel/library/quantity.go): `quantity`, `isQuantity` and `sign` are global functions,
+#: the rest are members. cel-python accepts either spelling of both kinds; the API server
+#: compiles only the declared one (`q.sign()`: "found no matching overload for 'sign'").
+GLOBAL_FUNCTIONS = ("quantity", "isQuantity", "sign")
+MEMBER_FUNCTIONS = (
+    "isInteger",
+    "asInteger",
+    "asApproximateFloat",
+    "add",
+    "sub",
+    "isGreaterThan",
+    "isLessThan",
+    "compareTo",
+)
+
+
+def call_form_errors(rule: str) -> list[str]:
+    """Calls in `rule` spelled in a form the API server does not compile."""
+    errors = [
+        f"{name}() is a function: {name}(x), not x.{name}()"
+        for name in GLOBAL_FUNCTIONS
+        if re.search(rf"\.\s*{name}\s*\(", rule)
+    ]
+    errors += [
+        f"{name}() is a member: x.{name}(...), not {name}(x, ...)"
+        for name in MEMBER_FUNCTIONS
+        if re.search(rf"(?<![.\w]){name}\s*\(", rule)
+    ]
+    return errors
 
 
 @total_ordering
@@ -196,3 +244,28 @@ def admit(obj: Mapping[str, Any], schema: Schema, cel: CelValidator | None) -> l
     if cel is not None:
         errors += cel.errors(pruned)
     return errors
+
+
+def quantity_calls_on_fields(rule: str) -> int:
+    """quantity() calls on fields along the costliest path of `rule`, as the estimator
+    counts: both sides of `&&`/`||`, the worse branch of `c ? a : b`."""
+    import celpy
+
+    return _worst_path(celpy.Environment().compile(rule))
+
+
+def _worst_path(node: Any) -> int:
+    children = getattr(node, "children", None)
+    if children is None:
+        return 0
+    if node.data == "expr" and len(children) == 3:
+        return _worst_path(children[0]) + max(_worst_path(children[1]), _worst_path(children[2]))
+    own = node.data == "ident_arg" and str(children[0]) == "quantity" and _mentions_self(node)
+    return int(own) + sum(_worst_path(child) for child in children)
+
+
+def _mentions_self(node: Any) -> bool:
+    children = getattr(node, "children", None)
+    if children is None:
+        return str(node) == "self"
+    return any(_mentions_self(child) for child in children)

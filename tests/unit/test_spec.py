@@ -3,6 +3,8 @@
 import pytest
 
 from tests.unit.manifests import container, virtualpod
+from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.settings import Settings
 from virtualpod.core.spec import (
     DiskBoot,
     KernelBoot,
@@ -56,6 +58,13 @@ def test_defaults_namespace_and_reads_everything():
 def test_disk_boot_defaults_to_qcow2():
     pod = parse_virtualpod(virtualpod(container(), boot={"disk": {"path": "/var/lib/vm.img"}}))
     assert pod.boot == DiskBoot("/var/lib/vm.img")
+
+
+def errors_of_plan(manifest):
+    """Errors of the whole plan: the spec, and the VM size it leads to."""
+    with pytest.raises(SpecError) as caught:
+        plan_virtualpod(manifest, Settings())
+    return {error.path: error.message for error in caught.value.errors}
 
 
 def errors_of(manifest):
@@ -176,6 +185,48 @@ BAD = [
         "must be a list",
     ),
     (
+        "cpu beyond Kubernetes' int64 milli-unit range",
+        virtualpod(container(limits={"cpu": "1e999"})),
+        "spec.containers[0].resources.limits.cpu",
+        "must be at most 9223372036854775807m",
+    ),
+    (
+        "a 60-digit memory",
+        virtualpod(container(requests={"memory": "9" * 60})),
+        "spec.containers[0].resources.requests.memory",
+        "must be at most",
+    ),
+    (
+        "exponent Decimal cannot hold",
+        virtualpod(container(requests={"cpu": "1e999999999"})),
+        "spec.containers[0].resources.requests.cpu",
+        "at most",
+    ),
+    (
+        "spelling the CRD's pattern refuses",
+        virtualpod(container(requests={"cpu": "1e-100"})),
+        "spec.containers[0].resources.requests.cpu",
+        "must match",
+    ),
+    (
+        "a VM with more vCPUs than any QEMU/KVM guest",
+        virtualpod(container(limits={"cpu": "5000"})),
+        "spec.containers",
+        "at most 4096",
+    ),
+    (
+        "a null name",
+        virtualpod(container()) | {"metadata": {"name": None}},
+        "metadata.name",
+        "is required",
+    ),
+    (
+        "a null container name",
+        virtualpod({"name": None}),
+        "spec.containers[0].name",
+        "is required",
+    ),
+    (
         "wrong apiVersion",
         virtualpod(container()) | {"apiVersion": "virtualpod.dev/v1"},
         "apiVersion",
@@ -188,7 +239,7 @@ BAD = [
     ("manifest", "path", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
 )
 def test_bad_input_names_the_field(manifest, path, message):
-    errors = errors_of(manifest)
+    errors = errors_of_plan(manifest)
     assert path in errors, errors
     assert message in errors[path]
 
@@ -201,6 +252,20 @@ def test_every_problem_is_reported_at_once():
         "spec.containers[0].resources.limits.memory",
         "spec.foo",
     }
+
+
+def test_nulls_are_unset_as_the_api_server_prunes_them():
+    manifest = virtualpod(container(limits={"cpu": None, "memory": "1Gi"}), boot={"disk": None})
+    manifest["metadata"]["namespace"] = None
+    pod = parse_virtualpod(manifest)
+    assert pod.namespace == "default"
+    assert pod.containers[0].limits == Resources(cpu_millis=None, memory_bytes=2**30)
+    assert pod.boot is None
+
+
+def test_the_largest_kubernetes_quantity_is_accepted():
+    pod = parse_virtualpod(virtualpod(container(requests={"memory": "9223372036854775807m"})))
+    assert pod.containers[0].requests.memory_bytes == 9223372036854776  # rounded up
 
 
 @pytest.mark.parametrize("garbage", [None, "text", 42, [1, 2], {"spec": "x"}])

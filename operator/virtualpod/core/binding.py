@@ -58,7 +58,8 @@ def with_admitted_resources(body: Mapping[str, Any]) -> dict[str, Any] | None:
     accepted = admitted(body)
     if accepted is None:
         return None
-    spec = dict(body.get("spec") or {})
+    raw = body.get("spec")
+    spec = dict(raw) if isinstance(raw, Mapping) else {}
     for key in CONTAINER_LISTS:
         resources = _resources_by_name(accepted.get(key))
         containers = spec.get(key)
@@ -85,8 +86,10 @@ def serves(body: Mapping[str, Any], host_name: str, *, bound_only: bool) -> bool
         return node == host_name
     if bound_only:
         return False
-    wanted = (body.get("spec") or {}).get("nodeName")
-    return not wanted or wanted == host_name
+    spec = body.get("spec")
+    wanted = spec.get("nodeName") if isinstance(spec, Mapping) else None
+    # an invalid spec or nodeName is ours to report (as Valid=False), not nobody's
+    return not isinstance(wanted, str) or not wanted or wanted == host_name
 
 
 def sized_manifest(body: Mapping[str, Any], *, bound_only: bool) -> Mapping[str, Any] | None:

@@ -22,7 +22,7 @@ from virtualpod.core.image import ImageRef
 from virtualpod.core.nic import Nic, mac_address
 from virtualpod.core.qos import QOSClass, qos_class
 from virtualpod.core.settings import Amount, Settings
-from virtualpod.core.sizing import VMSize, pod_requests, vm_size
+from virtualpod.core.sizing import VMSize, check_vm_size, pod_requests, vm_size
 from virtualpod.core.spec import (
     DiskBoot,
     FieldError,
@@ -40,6 +40,7 @@ from virtualpod.core.tuning import (
     cputune_for_cgroup,
     memtune,
     oom_score_adj,
+    vmm_overhead_bytes,
 )
 from virtualpod.core.workload import ContainerPort
 
@@ -165,6 +166,7 @@ def plan_virtualpod(
         raise SpecError(refused)
     qos = qos_class(pod)
     size = vm_size(pod, settings)
+    check_vm_size(size, vmm_overhead_bytes(size, settings.vmm_overhead))
     requests = pod_requests(pod)
     cpu = cputune(pod)
     memory = memtune(pod, qos, size, settings.vmm_overhead)

@@ -414,9 +414,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise SettingsError(f"{path}: cannot read settings: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise SettingsError(f"{path}: cannot read settings: not UTF-8 text") from error
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: bad dates
         raise SettingsError(f"{path}: not valid YAML: {error}") from error
     try:
         return settings_from_mapping(data)

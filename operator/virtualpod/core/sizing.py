@@ -9,15 +9,20 @@ app containers): max(largest init container, sum of app containers).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from virtualpod.core.quantity import MIB, MILLICPU_PER_CPU
+from virtualpod.core.quantity import KIB, MIB, MILLICPU_PER_CPU, format_bytes
 from virtualpod.core.settings import Amount, Settings
-from virtualpod.core.spec import Container, VirtualPod
+from virtualpod.core.spec import Container, FieldError, SpecError, VirtualPod
 
 MIN_GUEST_MEMORY_BYTES = 16 * MIB
+#: No QEMU/KVM x86 guest has more vCPUs (Linux builds KVM for at most 4096).
+MAX_VCPUS = 4096
+#: libvirt refuses larger memory sizes and limits ("numerical overflow: value too large").
+MAX_LIBVIRT_MEMORY_BYTES = (2**53 - 1) * KIB
+#: The field a VM-size refusal names: the size is the containers' sum.
+SIZED_FROM = "spec.containers"
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,7 @@ class VMSize:
     @property
     def vcpus(self) -> int:
         """Whole vCPUs: the cpu size rounded up, at least one."""
-        return max(1, math.ceil(self.cpu_millis / MILLICPU_PER_CPU))
+        return max(1, -(-self.cpu_millis // MILLICPU_PER_CPU))  # integers: no float overflow
 
 
 def _sum(amounts: Iterable[Amount]) -> Amount:
@@ -99,6 +104,30 @@ def vm_size(pod: VirtualPod, settings: Settings) -> VMSize:
         cpu_millis=pod_size.cpu_millis + settings.padding.cpu_millis,
         memory_bytes=max(MIN_GUEST_MEMORY_BYTES, -(-memory // MIB) * MIB),
     )
+
+
+def check_vm_size(size: VMSize, overhead_bytes: int) -> None:
+    """Refuse a VM libvirt would not define: too many vCPUs, or memory past its limit."""
+    errors = []
+    if size.vcpus > MAX_VCPUS:
+        errors.append(
+            FieldError(
+                SIZED_FROM,
+                f"the VM would have {size.vcpus} vCPUs (the containers' cpu sizes plus "
+                f"padding); at most {MAX_VCPUS}",
+            )
+        )
+    if size.memory_bytes + overhead_bytes > MAX_LIBVIRT_MEMORY_BYTES:
+        errors.append(
+            FieldError(
+                SIZED_FROM,
+                f"the VM would need {format_bytes(size.memory_bytes + overhead_bytes)} "
+                f"(the containers' memory sizes, padding and VMM overhead); libvirt accepts "
+                f"at most {format_bytes(MAX_LIBVIRT_MEMORY_BYTES)}",
+            )
+        )
+    if errors:
+        raise SpecError(errors)
 
 
 def all_containers_limit(pod: VirtualPod, resource: str) -> bool:

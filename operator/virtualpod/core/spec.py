@@ -22,6 +22,7 @@ from virtualpod.core.quantity import (
     format_cpu,
     parse_bytes,
     parse_cpu_millis,
+    shown,
 )
 from virtualpod.core.workload import Process, parse_process
 
@@ -164,7 +165,7 @@ class _Errors:
         if text is not None and (len(text) > 63 or not _DNS_LABEL.match(text)):
             self.add(
                 path,
-                f"{text!r} is not a DNS-1123 label: at most 63 lowercase letters, digits "
+                f"{shown(text)} is not a DNS-1123 label: at most 63 lowercase letters, digits "
                 "or '-', starting and ending with a letter or digit",
             )
             return None
@@ -173,7 +174,7 @@ class _Errors:
     def dns_subdomain(self, value: object, path: str) -> str | None:
         text = self.string(value, path)
         if text is not None and (len(text) > 253 or not _DNS_SUBDOMAIN.match(text)):
-            self.add(path, f"{text!r} is not a DNS-1123 subdomain")
+            self.add(path, f"{shown(text)} is not a DNS-1123 subdomain")
             return None
         return text
 
@@ -182,10 +183,10 @@ class _Errors:
         if text is None:
             return None
         if not text.startswith("/") or _PATH_FORBIDDEN.search(text):
-            self.add(path, f"{text!r} must be an absolute path without control characters")
+            self.add(path, f"{shown(text)} must be an absolute path without control characters")
             return None
         if posixpath.normpath(text) != text.rstrip("/") or ".." in text.split("/"):
-            self.add(path, f"{text!r} must be a normalized path (no '..', '.' or '//')")
+            self.add(path, f"{shown(text)} must be a normalized path (no '..', '.' or '//')")
             return None
         return text
 
@@ -198,12 +199,13 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
         errors.add("kind", f"must be {KIND!r}")
     api_version = obj.get("apiVersion", f"{API_GROUP}/{API_VERSION}")
     if api_version != f"{API_GROUP}/{API_VERSION}":
-        errors.add("apiVersion", f"must be '{API_GROUP}/{API_VERSION}', not {api_version!r}")
+        errors.add("apiVersion", f"must be '{API_GROUP}/{API_VERSION}', not {shown(api_version)}")
     metadata = errors.mapping(obj.get("metadata"), "metadata")
     name = errors.dns_label(metadata.get("name"), "metadata.name")
-    if "name" not in metadata:
+    if metadata.get("name") is None:
         errors.add("metadata.name", "is required")
-    namespace = errors.dns_label(metadata.get("namespace", "default"), "metadata.namespace")
+    # null is unset, as the API server treats it (it prunes nulls before validation)
+    namespace = errors.dns_label(metadata.get("namespace") or "default", "metadata.namespace")
     uid = errors.string(metadata.get("uid"), "metadata.uid")
     generation = metadata.get("generation")
     labels = metadata.get("labels") or {}
@@ -237,7 +239,7 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
         or not isinstance(priority, int)
         or not _INT32_MIN <= priority <= _INT32_MAX
     ):
-        errors.add("spec.priority", f"{priority!r} must be a 32-bit integer")
+        errors.add("spec.priority", f"{shown(priority)} must be a 32-bit integer")
         priority = None
     suspend_mode = _parse_suspend_mode(spec.get("suspendMode"), errors)
     boot = _parse_boot(spec.get("boot"), errors)
@@ -250,10 +252,8 @@ def parse_virtualpod(manifest: object) -> VirtualPod:
     user_data = _parse_cloud_init(spec.get("cloudInit"), errors)
     _check_placement(spec, errors)
 
-    if errors.items:
+    if errors.items or name is None or namespace is None:
         raise SpecError(errors.items)
-    assert name is not None
-    assert namespace is not None
     return VirtualPod(
         name=name,
         namespace=namespace,
@@ -305,7 +305,7 @@ def _parse_container(value: object, path: str, errors: _Errors) -> Container | N
     errors.unknown_fields(
         item, path, ("name", "image", "resources", "command", "args", "env", "ports")
     )
-    if "name" not in item:
+    if item.get("name") is None:
         errors.add(f"{path}.name", "is required")
     name = errors.dns_label(item.get("name"), f"{path}.name")
     image = errors.string(item.get("image"), f"{path}.image")
@@ -321,6 +321,9 @@ def _parse_container(value: object, path: str, errors: _Errors) -> Container | N
     return Container(name=name, image=image, requests=requests, limits=limits, process=process)
 
 
+STORAGE_KEY = "ephemeral-storage"
+
+
 def _parse_resource_list(value: object, path: str, errors: _Errors) -> Resources:
     items = errors.mapping(value, path)
     for key in items:
@@ -329,27 +332,28 @@ def _parse_resource_list(value: object, path: str, errors: _Errors) -> Resources
                 f"{path}.{key}",
                 "unsupported resource: a VirtualPod takes cpu, memory and ephemeral-storage",
             )
+    cpu, memory = items.get("cpu"), items.get("memory")
     try:
-        cpu = parse_cpu_millis(items["cpu"], f"{path}.cpu") if "cpu" in items else None
+        cpu_millis = None if cpu is None else parse_cpu_millis(cpu, f"{path}.cpu")
     except QuantityError as error:
-        errors.add(error.field, f"invalid quantity {error.value!r}: {error.reason}")
-        cpu = None
+        errors.add(error.field, f"invalid quantity {shown(error.value)}: {error.reason}")
+        cpu_millis = None
     try:
-        memory = parse_bytes(items["memory"], f"{path}.memory") if "memory" in items else None
+        memory_bytes = None if memory is None else parse_bytes(memory, f"{path}.memory")
     except QuantityError as error:
-        errors.add(error.field, f"invalid quantity {error.value!r}: {error.reason}")
-        memory = None
-    storage_key = "ephemeral-storage"
+        errors.add(error.field, f"invalid quantity {shown(error.value)}: {error.reason}")
+        memory_bytes = None
+    storage_value = items.get(STORAGE_KEY)
     try:
         storage = (
-            parse_bytes(items[storage_key], f"{path}.{storage_key}")
-            if storage_key in items
-            else None
+            None if storage_value is None else parse_bytes(storage_value, f"{path}.{STORAGE_KEY}")
         )
     except QuantityError as error:
-        errors.add(error.field, f"invalid quantity {error.value!r}: {error.reason}")
+        errors.add(error.field, f"invalid quantity {shown(error.value)}: {error.reason}")
         storage = None
-    return Resources(cpu_millis=cpu, memory_bytes=memory, ephemeral_storage_bytes=storage)
+    return Resources(
+        cpu_millis=cpu_millis, memory_bytes=memory_bytes, ephemeral_storage_bytes=storage
+    )
 
 
 def _default_requests(requests: Resources, limits: Resources) -> Resources:
@@ -408,33 +412,33 @@ def _parse_suspend_mode(value: object, errors: _Errors) -> SuspendMode | None:
     try:
         return SuspendMode(str(value))
     except ValueError:
-        errors.add("spec.suspendMode", f"{value!r} must be one of: Save, Pause")
+        errors.add("spec.suspendMode", f"{shown(value)} must be one of: Save, Pause")
         return None
 
 
 def _parse_boot(value: object, errors: _Errors) -> DiskBoot | KernelBoot | None:
     boot = errors.mapping(value, "spec.boot")
     errors.unknown_fields(boot, "spec.boot", ("disk", "kernel"))
-    if "disk" in boot and "kernel" in boot:
+    if boot.get("disk") is not None and boot.get("kernel") is not None:
         errors.add("spec.boot", "set either disk or kernel, not both")
         return None
-    if "disk" in boot:
+    if boot.get("disk") is not None:
         disk = errors.mapping(boot["disk"], "spec.boot.disk")
         errors.unknown_fields(disk, "spec.boot.disk", ("path", "format"))
         path = errors.host_path(disk.get("path"), "spec.boot.disk.path")
-        if "path" not in disk:
+        if disk.get("path") is None:
             errors.add("spec.boot.disk.path", "is required")
         try:
-            disk_format = DiskFormat(str(disk.get("format", DiskFormat.QCOW2)))
+            disk_format = DiskFormat(str(disk.get("format") or DiskFormat.QCOW2))
         except ValueError:
             errors.add("spec.boot.disk.format", "must be one of: qcow2, raw")
             return None
         return DiskBoot(path=path, format=disk_format) if path else None
-    if "kernel" in boot:
+    if boot.get("kernel") is not None:
         kernel = errors.mapping(boot["kernel"], "spec.boot.kernel")
         errors.unknown_fields(kernel, "spec.boot.kernel", ("path", "initrd", "cmdline"))
         path = errors.host_path(kernel.get("path"), "spec.boot.kernel.path")
-        if "path" not in kernel:
+        if kernel.get("path") is None:
             errors.add("spec.boot.kernel.path", "is required")
         initrd = errors.host_path(kernel.get("initrd"), "spec.boot.kernel.initrd")
         cmdline = errors.string(kernel.get("cmdline"), "spec.boot.kernel.cmdline")
@@ -470,7 +474,7 @@ def _parse_network(value: object, errors: _Errors) -> str | None:
     if text is not None and (
         not text or len(text) > 253 or "/" in text or _PATH_FORBIDDEN.search(text)
     ):
-        errors.add("spec.network", f"{text!r} is not a libvirt network name")
+        errors.add("spec.network", f"{shown(text)} is not a libvirt network name")
         return None
     return text
 

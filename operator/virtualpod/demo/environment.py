@@ -122,7 +122,7 @@ async def choose_cluster(requested: str | None, out: TextIO) -> Cluster | None:
         await client.close()
         message = (
             f"the cluster of {path} has no {PLURAL}.{API_GROUP} CRD "
-            "(install it: kubectl apply -f crds/)"
+            "(install it: kubectl apply -k crds/)"
         )
         if requested:
             raise DemoError(message)

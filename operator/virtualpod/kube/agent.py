@@ -54,9 +54,11 @@ def serves_workload(body: kopf.Body, memo: Any, **_: Any) -> bool:
     return served_here(body, memo) and runs_workload(body)
 
 
-def is_pending(body: kopf.Body, status: kopf.Status, memo: Any, **_: Any) -> bool:
+def is_pending(body: kopf.Body, memo: Any, **_: Any) -> bool:
     """Served here and Pending (not admitted yet, or no room on the host yet)."""
-    return served_here(body, memo) and status.get("phase") == "Pending"
+    status = body.get("status")
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    return served_here(body, memo) and phase == "Pending"
 
 
 def virtualpods_by_uuid(

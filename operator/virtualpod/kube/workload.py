@@ -238,13 +238,15 @@ def workload_failed(
 
 def runs_workload(body: Mapping[str, Any]) -> bool:
     """A running VM whose first container names a disk image (the timer's filter)."""
-    spec, status = body.get("spec") or {}, body.get("status") or {}
+    spec, status = body.get("spec"), body.get("status")
     containers = spec.get("containers") if isinstance(spec, Mapping) else None
-    image = (containers or [{}])[0].get("image") if isinstance(containers, list) else None
+    first = containers[0] if isinstance(containers, list) and containers else None
+    image = first.get("image") if isinstance(first, Mapping) else None
     return (
         isinstance(image, str)
         and image.startswith(("/", "file://", "http://", "https://"))
-        and (status or {}).get("phase") == "Running"
+        and isinstance(status, Mapping)
+        and status.get("phase") == "Running"
     )
 
 
