@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from virtualpod.core.host_paths import boot_files
+from virtualpod.core.host_paths import host_files
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.quantity import format_bytes, format_cpu
 from virtualpod.core.settings import Settings, SettingsError, load_settings
@@ -107,7 +107,7 @@ def host_path_notes(plans: Sequence[VMPlan]) -> list[str]:
         "by name only (plan is offline); the operator also checks the real file on the host "
         "(symlinks resolved, a regular file inside the allowed directory)"
         for plan in plans
-        for field, path in boot_files(plan.pod.boot)
+        for field, path in host_files(plan.pod)
     ]
 
 
@@ -257,10 +257,15 @@ def _add_optional_commands(commands: Any) -> None:
     run.add_argument("--host-name", help="override settings.hostName")
     run.add_argument(
         "--role",
-        choices=("all", "agent"),
+        choices=("all", "controller", "agent"),
         default="all",
-        help="agent: one per libvirt host, serves the VirtualPods bound to it; "
-        "all (default): a single host",
+        help="controller: one per cluster (a Deployment), companion Pods and binding; "
+        "agent: one per libvirt host (the DaemonSet), runs the VMs bound to it; "
+        "all (default): both in one process, for a single host",
+    )
+    run.add_argument(
+        "--peering",
+        help="role controller: the Kopf peering its replicas share (default: settings.peering)",
     )
     run.add_argument(
         "--namespace",

@@ -1,4 +1,5 @@
-"""A tenant names host files in `spec.boot`: refused unless an admin allowed the directory.
+"""A tenant names host files (`spec.boot`, a host-path image): refused unless an admin
+allowed the directory.
 
 Refused: `Valid=False` naming the field and the rule, one Warning Event, no domain, and
 other VirtualPods keep being served. Allowed: the disk is attached read-only, and on a
@@ -81,6 +82,12 @@ async def test_host_files_are_refused_by_default(env: Env) -> None:
     )
     await _refused(env, kernel, "spec.boot.kernel.initrd", "hostPaths.allowed is empty")
 
+    image = unique("image")
+    manifest = vpod(image)
+    manifest["spec"]["containers"][0]["image"] = "file:///dev/vda"
+    await env.kube.create(manifest)
+    await _refused(env, image, "spec.containers[0].image", "hostPaths.allowed is empty")
+
     good = unique("good")
     await env.kube.create(vpod(good))
     await wait_phase(env, good, "Running")
@@ -97,9 +104,37 @@ async def test_allowed_directory_is_checked_on_the_real_path(env: Env, images: P
     await env.kube.create(vpod(linked, boot=_disk(images / "shadow")))
     await _refused(env, linked, "spec.boot.disk.path", "real path '/etc/shadow' is outside")
 
+    image = unique("image")
+    manifest = vpod(image)
+    manifest["spec"]["containers"][0]["image"] = str(images / "shadow")
+    await env.kube.create(manifest)
+    await _refused(env, image, "spec.containers[0].image", "real path '/etc/shadow' is outside")
+
     good = unique("good")
     await env.kube.create(vpod(good))
     await wait_phase(env, good, "Running")
+
+
+async def test_a_boot_disk_not_there_yet_waits_without_a_domain(env: Env, images: Path) -> None:
+    settings = replace(env.settings, host_paths=HostPaths(allowed=(str(images),)))
+    await env.start_operator(settings)
+    name = unique("later")
+    later = images / "later.img"
+    await env.kube.create(vpod(name, boot=_disk(later)))
+    obj = await wait_phase(env, name, "Pending")
+    ready = condition(obj, "Ready")
+    assert ready is not None
+    assert ready["reason"] == "HostFileMissing"
+    assert "spec.boot.disk.path" in ready["message"]
+
+    async def warned() -> bool:
+        events = await env.kube.events(env.namespace, name)
+        return any(e["reason"] == "HostFileMissing" for e in events)
+
+    await async_wait_for(warned, timeout=10, what="HostFileMissing Warning Event")
+    assert not any(name in d.name for d in await env.hv.list_domains())
+    later.write_bytes((images / "guest.img").read_bytes())
+    await wait_phase(env, name, "Running", timeout=30)
 
 
 @pytest.mark.parametrize(

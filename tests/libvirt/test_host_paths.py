@@ -19,7 +19,12 @@ from tests.unit.manifests import container, virtualpod
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.settings import HostPaths, Settings
 from virtualpod.core.spec import SpecError
-from virtualpod.libvirt.host_paths import HostPathError, checked_plan, real_file_refusal
+from virtualpod.libvirt.host_paths import (
+    HostFileMissing,
+    HostPathError,
+    check_host_file,
+    checked_plan,
+)
 
 Setup = Callable[[Path], str]
 
@@ -81,6 +86,8 @@ def _symlinked_directory_out(tmp: Path) -> str:
     return f"{tmp}/images/sub/secret"
 
 
+MISSING = "(missing: retried, not refused)"
+
 # (setup -> path named in spec.boot, what the refusal says, or None when allowed)
 RULES: dict[str, tuple[Setup, str | None]] = {
     "allowed file": (lambda tmp: f"{tmp}/images/disk.qcow2", None),
@@ -121,7 +128,15 @@ RULES: dict[str, tuple[Setup, str | None]] = {
         "is outside hostPaths.allowed",
     ),
     "/dev node named directly": (lambda tmp: "/dev/null", "not inside a directory"),
-    "missing file": (lambda tmp: f"{tmp}/images/nope.qcow2", "No such file or directory"),
+    "missing file": (lambda tmp: f"{tmp}/images/nope.qcow2", MISSING),
+    "dangling symlink within the allowed directory": (
+        lambda tmp: _symlink(tmp, "later", f"{tmp}/images/later.qcow2"),
+        MISSING,
+    ),
+    "dangling symlink out of the allowed directory": (
+        lambda tmp: _symlink(tmp, "away", f"{tmp}/outside/later"),
+        "is outside hostPaths.allowed",
+    ),
     "directory": (_directory, "is a directory"),
     "symlink loop": (_symlink_loop, "is a symlink"),
 }
@@ -132,30 +147,31 @@ def test_host_path_rule(tmp_path: Path, case: str) -> None:
     _tree(tmp_path)
     setup, refused = RULES[case]
     path = setup(tmp_path)
-    reason, real = real_file_refusal(path, (f"{tmp_path}/images",))
-    if refused is None:
-        assert reason is None
-        assert real == os.path.realpath(path)
-        assert Path(real).parent == tmp_path / "images"
+    checked = check_host_file(path, (f"{tmp_path}/images",))
+    assert checked.missing is (refused == MISSING)
+    if refused in (None, MISSING):
+        assert checked.refusal is None
+        assert checked.real == os.path.realpath(path)
+        assert Path(checked.real).parent == tmp_path / "images"
     else:
-        assert reason is not None
-        assert refused in reason
-        assert repr(path) in reason  # the message names the path the tenant gave
+        assert checked.refusal is not None
+        assert refused in checked.refusal
+        assert repr(path) in checked.refusal  # the message names the path the tenant gave
 
 
 def test_empty_allowed_list_refuses_even_an_ordinary_file(tmp_path: Path) -> None:
     _tree(tmp_path)
-    reason, _ = real_file_refusal(f"{tmp_path}/images/disk.qcow2", ())
-    assert reason is not None
-    assert "hostPaths.allowed is empty" in reason
+    refusal = check_host_file(f"{tmp_path}/images/disk.qcow2", ()).refusal
+    assert refusal is not None
+    assert "hostPaths.allowed is empty" in refusal
 
 
 def test_allowed_directory_that_is_a_symlink_to_proc_still_refuses_proc(tmp_path: Path) -> None:
     (tmp_path / "procfs").symlink_to("/proc", target_is_directory=True)
-    reason, real = real_file_refusal(f"{tmp_path}/procfs/self/environ", (f"{tmp_path}/procfs",))
-    assert real.startswith("/proc/")
-    assert reason is not None
-    assert "is inside /proc" in reason
+    checked = check_host_file(f"{tmp_path}/procfs/self/environ", (f"{tmp_path}/procfs",))
+    assert checked.real.startswith("/proc/")
+    assert checked.refusal is not None
+    assert "is inside /proc" in checked.refusal
 
 
 def _disk_pod(path: str) -> dict[str, object]:
@@ -210,3 +226,42 @@ def test_a_remote_libvirt_uri_refuses_host_paths(tmp_path: Path) -> None:
 def test_a_plan_without_host_files_is_unchanged() -> None:
     plan = plan_virtualpod(virtualpod(container()), Settings())
     assert checked_plan(plan, Settings()) is plan
+
+
+def test_a_host_path_image_is_imported_from_its_real_path(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    settings = Settings(host_paths=HostPaths(allowed=(f"{tmp_path}/images",)))
+    link = _symlink(tmp_path, "current", f"{tmp_path}/images/disk.qcow2")
+    plan = checked_plan(
+        plan_virtualpod(virtualpod({**container(), "image": link}), settings), settings
+    )
+    assert plan.workload is not None
+    assert plan.workload.image.location == f"{tmp_path}/images/disk.qcow2"
+
+    thief = virtualpod({**container(), "image": _symlink(tmp_path, "shadow", "/etc/shadow")})
+    with pytest.raises(HostPathError) as refused:
+        checked_plan(plan_virtualpod(thief, settings), settings)
+    assert [error.path for error in refused.value.errors] == ["spec.containers[0].image"]
+    assert "real path '/etc/shadow' is outside" in str(refused.value)
+
+
+def test_a_missing_boot_file_is_retried_and_a_missing_image_left_to_its_import(
+    tmp_path: Path,
+) -> None:
+    _tree(tmp_path)
+    settings = Settings(host_paths=HostPaths(allowed=(f"{tmp_path}/images",)))
+    kernel = virtualpod(
+        container(),
+        boot={
+            "kernel": {"path": f"{tmp_path}/images/disk.qcow2", "initrd": f"{tmp_path}/images/i"}
+        },
+    )
+    with pytest.raises(HostFileMissing) as missing:
+        checked_plan(plan_virtualpod(kernel, settings), settings)
+    assert [error.path for error in missing.value.errors] == ["spec.boot.kernel.initrd"]
+    later = f"{tmp_path}/images/later.qcow2"
+    plan = checked_plan(
+        plan_virtualpod(virtualpod({**container(), "image": later}), settings), settings
+    )
+    assert plan.workload is not None
+    assert plan.workload.image.location == later

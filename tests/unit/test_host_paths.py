@@ -1,23 +1,28 @@
 """Host paths by name (no filesystem): settings, `plan`'s refusal, and where the operator's
-own files land whatever a tenant names their VirtualPod."""
+own files (console log, save image, volumes, base images) land whatever a tenant names
+their VirtualPod."""
 
 from __future__ import annotations
 
 import posixpath
 import string
 import textwrap
+import uuid as uuidlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from tests.unit.manifests import container, virtualpod
 from virtualpod.cli import main
 from virtualpod.core.host_paths import HostPaths, is_remote_uri, lexical_refusal
+from virtualpod.core.image import ImageKind, ImageRef, image_file_name
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.settings import Settings, SettingsError, settings_from_mapping
 from virtualpod.core.spec import SpecError, parse_virtualpod
+from virtualpod.core.storage import volumes_of
 
 ALLOWED = ("/srv/images", "/var/lib/virtualpod/guest")
 
@@ -110,6 +115,26 @@ def test_default_settings_refuse_the_host_files_of_the_issue() -> None:
         assert [error.path for error in refused.value.errors] == fields
 
 
+@pytest.mark.parametrize("image", ["/etc/shadow", "file:///dev/vda", "/srv/images/../../etc/x"])
+def test_a_host_path_image_is_a_host_file_too(image: str) -> None:
+    manifest = virtualpod({**container(), "image": image})
+    allowed = Settings(host_paths=HostPaths(allowed=ALLOWED))
+    for settings in (Settings(), allowed):
+        with pytest.raises(SpecError) as refused:
+            plan_virtualpod(manifest, settings)
+        assert [error.path for error in refused.value.errors] == ["spec.containers[0].image"]
+
+
+def test_images_from_an_allowed_directory_or_a_registry_are_planned() -> None:
+    allowed = Settings(host_paths=HostPaths(allowed=ALLOWED))
+    for image in ("/srv/images/debian.qcow2", "file:///srv/images/debian.qcow2"):
+        plan = plan_virtualpod(virtualpod({**container(), "image": image}), allowed)
+        assert plan.workload is not None
+        assert plan.workload.image.location == "/srv/images/debian.qcow2"
+    for image in ("https://example.org/debian.qcow2", "nginx:1.27"):
+        plan_virtualpod(virtualpod({**container(), "image": image}), Settings())
+
+
 def test_plan_says_when_the_settings_refuse_a_path_and_that_it_checks_names_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -154,12 +179,20 @@ def test_plan_says_when_the_settings_refuse_a_path_and_that_it_checks_names_only
 DNS_LABEL = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
 
-@given(namespace=DNS_LABEL, name=DNS_LABEL, log_dir=st.sampled_from(["/var/log/vp", "/l/"]))
-def test_console_log_lands_directly_in_the_operators_directory(
-    namespace: str, name: str, log_dir: str
+@hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    namespace=DNS_LABEL,
+    name=DNS_LABEL,
+    uid=st.one_of(st.none(), st.uuids().map(str), st.text()),
+    log_dir=st.sampled_from(["/var/log/vp", "/l/"]),
+)
+def test_operator_files_land_directly_in_the_operators_directories(
+    namespace: str, name: str, uid: str | None, log_dir: str
 ) -> None:
     settings = Settings(console_log_dir=log_dir)
-    plan = plan_virtualpod(virtualpod(container(), name=name, namespace=namespace), settings)
+    manifest = virtualpod(container(), name=name, namespace=namespace)
+    manifest["metadata"]["uid"] = uid
+    plan = plan_virtualpod(manifest, settings)
     log = plan.domain.console_log
     assert log is not None
     assert posixpath.normpath(log) == log
@@ -167,8 +200,23 @@ def test_console_log_lands_directly_in_the_operators_directory(
     # libvirt keeps save images as <save dir>/<domain name>.save: one plain file name too
     assert "/" not in plan.domain_name
     assert plan.domain_name not in (".", "..")
+    # volumes in the pools of storage.volumeDir: named by the domain's UUID
+    assert str(uuidlib.UUID(plan.uuid)) == plan.uuid
+    for volume in volumes_of(plan.uuid):
+        assert "/" not in volume
+        assert volume.startswith(plan.uuid)
 
 
+@hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=string.printable, min_size=1).map(lambda tail: f"/srv/images/{tail}"))
+def test_base_image_names_are_plain_file_names_whatever_the_source(location: str) -> None:
+    name = image_file_name(ImageRef(ImageKind.PATH, location))
+    assert "/" not in name
+    assert name not in (".", "..")
+    assert not name.startswith(".")
+
+
+@hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(alphabet=string.ascii_letters + string.digits + "./-_ \\", min_size=1))
 def test_names_that_could_steer_a_path_are_refused(text: str) -> None:
     if not any(ch in text for ch in "./\\_ ") and text == text.lower():

@@ -1,7 +1,8 @@
-"""Host paths in `spec.boot`: the rule by name, shared by `virtualpod plan` and the operator.
+"""Host files a tenant names: the rule by name, shared by `virtualpod plan` and the operator.
 
-A host file handed to a VM is the admin's decision, never the tenant's: kernel, initrd
-and disk paths must lie inside a directory listed in the `hostPaths.allowed` setting,
+A host file handed to a VM is the admin's decision, never the tenant's: `spec.boot`
+kernel, initrd and disk paths, and a first container's `image` given as a host path (or
+`file://` URL), must lie inside a directory listed in the `hostPaths.allowed` setting,
 and none is listed by default. This module holds the part of the rule that needs no
 filesystem (names only), so `plan` can apply it offline. The operator also resolves the
 real file on the host (`virtualpod.libvirt.host_paths`) before a domain is defined.
@@ -12,11 +13,13 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-from virtualpod.core.spec import DiskBoot, FieldError, KernelBoot
+from virtualpod.core.image import ImageKind
+from virtualpod.core.spec import DiskBoot, FieldError, KernelBoot, VirtualPod
 
 #: Kernel interfaces and device nodes: never a VM's file, whatever an admin allows.
 FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 SETTING = "hostPaths.allowed"
+IMAGE_FIELD = "spec.containers[0].image"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,14 @@ def boot_files(boot: DiskBoot | KernelBoot | None) -> tuple[tuple[str, str], ...
             files.append(("spec.boot.kernel.initrd", boot.initrd))
         return tuple(files)
     return ()
+
+
+def host_files(pod: VirtualPod) -> tuple[tuple[str, str], ...]:
+    """(field, path) of every host file a VirtualPod names: boot files and a host image."""
+    image = pod.image
+    if image is not None and image.kind is ImageKind.PATH:
+        return (*boot_files(pod.boot), (IMAGE_FIELD, image.location))
+    return boot_files(pod.boot)
 
 
 def is_within(path: str, directory: str) -> bool:
@@ -78,11 +89,11 @@ def lexical_refusal(path: str, allowed: tuple[str, ...]) -> str | None:
     return None
 
 
-def boot_refusals(boot: DiskBoot | KernelBoot | None, allowed: tuple[str, ...]) -> list[FieldError]:
-    """Every `spec.boot` path the allowed directories refuse by name, with its field."""
+def host_file_refusals(pod: VirtualPod, allowed: tuple[str, ...]) -> list[FieldError]:
+    """Every host file of `pod` the allowed directories refuse by name, with its field."""
     return [
         FieldError(field, reason)
-        for field, path in boot_files(boot)
+        for field, path in host_files(pod)
         if (reason := lexical_refusal(path, allowed)) is not None
     ]
 

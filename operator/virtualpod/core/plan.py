@@ -17,7 +17,7 @@ from virtualpod.core.domain import (
     domain_uuid,
     render_domain,
 )
-from virtualpod.core.host_paths import boot_refusals, lexical_refusal
+from virtualpod.core.host_paths import host_file_refusals
 from virtualpod.core.image import ImageRef
 from virtualpod.core.nic import Nic, mac_address
 from virtualpod.core.qos import QOSClass, qos_class
@@ -25,7 +25,6 @@ from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.sizing import VMSize, check_vm_size, pod_requests, vm_size
 from virtualpod.core.spec import (
     DiskBoot,
-    FieldError,
     KernelBoot,
     SpecError,
     SuspendMode,
@@ -58,17 +57,6 @@ class Workload:
     nic: Nic
     #: Container ports with a hostPort (forwarded on user-mode NICs).
     host_ports: tuple[ContainerPort, ...]
-
-
-IMAGE_FIELD = "spec.containers[0].image"
-
-
-def image_refusals(image: ImageRef | None, allowed: tuple[str, ...]) -> list[FieldError]:
-    """A host-path image follows the `hostPaths` rule of `spec.boot` files (by name here)."""
-    if image is None or image.is_download:
-        return []
-    reason = lexical_refusal(image.location, allowed)
-    return [] if reason is None else [FieldError(IMAGE_FIELD, reason)]
 
 
 def plan_workload(pod: VirtualPod, uuid: str, settings: Settings) -> Workload | None:
@@ -140,10 +128,21 @@ def console_log_path(directory: str, domain: str) -> str:
     return f"{directory.rstrip('/')}/{domain}.console.log"
 
 
-def plan_with_boot(plan: VMPlan, boot: DiskBoot | KernelBoot) -> VMPlan:
-    """The same plan booting from `boot` (the real paths the host check resolved)."""
+def plan_with_real_paths(plan: VMPlan, real: Mapping[str, str]) -> VMPlan:
+    """The same plan with each host file replaced by its real path (`real`: named -> real),
+    as the host check resolved them, so a symlink swapped later changes nothing."""
+    boot = plan.domain.boot
+    if isinstance(boot, DiskBoot):
+        boot = replace(boot, path=real.get(boot.path, boot.path))
+    elif isinstance(boot, KernelBoot):
+        initrd = real.get(boot.initrd, boot.initrd) if boot.initrd else None
+        boot = replace(boot, path=real.get(boot.path, boot.path), initrd=initrd)
+    workload = plan.workload
+    if workload is not None and workload.image.location in real:
+        image = replace(workload.image, location=real[workload.image.location])
+        workload = replace(workload, image=image)
     domain = replace(plan.domain, boot=boot)
-    return replace(plan, domain=domain, domain_xml=render_domain(domain))
+    return replace(plan, domain=domain, domain_xml=render_domain(domain), workload=workload)
 
 
 def plan_virtualpod(
@@ -155,13 +154,12 @@ def plan_virtualpod(
 ) -> VMPlan:
     """Plan one VirtualPod; raises `spec.SpecError` for invalid manifests.
 
-    Host paths in `spec.boot` are checked by name against `hostPaths.allowed` here; the
-    operator checks the real files on the host too (`virtualpod.libvirt.host_paths`).
+    Host files (`spec.boot`, a host-path image) are checked by name against
+    `hostPaths.allowed` here; the operator checks the real files on the host too
+    (`virtualpod.libvirt.host_paths`).
     """
     pod = manifest if isinstance(manifest, VirtualPod) else parse_virtualpod(manifest)
-    refused = boot_refusals(pod.boot, settings.host_paths.allowed) + image_refusals(
-        pod.image, settings.host_paths.allowed
-    )
+    refused = host_file_refusals(pod, settings.host_paths.allowed)
     if refused:
         raise SpecError(refused)
     qos = qos_class(pod)

@@ -134,8 +134,8 @@ restartBackoff:           # a VM that stopped outside the operator is started ag
   initial: 10s            # at once, then after `initial` doubling up to `max`;
   max: 5m
   reset: 10m              # a VM that ran this long since its last restart starts over
-hostPaths:                # host directories spec.boot kernel, initrd and disk files may come from
-  allowed: []             # [] = none: spec.boot host paths are refused (docs/security.md)
+hostPaths:                # host directories spec.boot files and host-path images may come from
+  allowed: []             # [] = none: every such host path is refused (docs/security.md)
   readOnly: true          # disks from these directories are attached read-only
 storage:
   imageDir: /var/lib/virtualpod/images     # pool virtualpod-images: base images, imported once

@@ -35,7 +35,7 @@ from virtualpod.kube.context import AgentContext, Written
 from virtualpod.kube.reporters import info, warn
 from virtualpod.kube.runtime import runtime_status
 from virtualpod.kube.workload import discard_workload, prepare_workload
-from virtualpod.libvirt.host_paths import checked_plan
+from virtualpod.libvirt.host_paths import HostFileMissing, checked_plan
 from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainNotFound,
@@ -48,6 +48,8 @@ Body = Mapping[str, Any]
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 NOT_ADMITTED_MESSAGE = "waiting for the companion Pod's admitted resources (status.admitted)"
+#: How often a VirtualPod whose `spec.boot` file is not there yet looks again.
+HOST_FILE_RETRY_SECONDS = 10.0
 
 
 def body_uuid(body: Body) -> str:
@@ -165,6 +167,8 @@ async def _reconcile(
         if status.get("message") != message or status.get("reason") != "InvalidSpec":
             warn(body, reason="InvalidSpec", message=message)
         raise kopf.PermanentError(f"invalid VirtualPod: {message}") from error
+    except HostFileMissing as error:
+        raise _host_file_missing(body, patch, conditions, out, error) from error
 
     hv = ctx.hv
     conditions = set_condition(conditions, "Valid", True, "Valid", "", generation)
@@ -202,8 +206,31 @@ async def _reconcile(
     conditions = _scheduled(ctx, conditions, generation)
     conditions = _restart_required(body, conditions, restart_needed, generation)
     final = runtime_status(await hv.lookup(plan.uuid), ctx, conditions, generation)
-    ctx.written[plan.uuid] = Written(tuple(final["conditions"]), final["phase"], generation)
-    patch["status"].update(out, **final)
+    written = {**out, **final}
+    ctx.written[plan.uuid] = Written(
+        tuple(final["conditions"]), final["phase"], generation, written
+    )
+    patch["status"].update(written)
+
+
+def _host_file_missing(
+    body: Body,
+    patch: MutableMapping[str, Any],
+    conditions: Conditions,
+    out: dict[str, Any],
+    error: HostFileMissing,
+) -> kopf.TemporaryError:
+    """A `spec.boot` file not there yet: Pending with a Warning, no domain, retried."""
+    generation = out["observedGeneration"]
+    message = f"{error}; retrying in {HOST_FILE_RETRY_SECONDS:g}s"
+    conditions = set_condition(conditions, "Valid", True, "Valid", "", generation)
+    conditions = set_condition(conditions, "Ready", False, "HostFileMissing", message, generation)
+    patch["status"].update(
+        out, phase="Pending", reason="HostFileMissing", message=message, conditions=conditions
+    )
+    if (body.get("status") or {}).get("reason") != "HostFileMissing":
+        warn(body, reason="HostFileMissing", message=str(error))
+    return kopf.TemporaryError(str(error), delay=HOST_FILE_RETRY_SECONDS)
 
 
 def _restart_required(

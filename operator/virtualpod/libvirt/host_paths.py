@@ -1,30 +1,34 @@
-"""The host side of the `spec.boot` host-path rule: the real file, where QEMU opens it.
+"""The host side of the host-path rule: the real file, on the host where it is opened.
 
-Runs on the libvirt host, in the operator that defines the domain, just before the
-domain is defined. The name rule (`virtualpod.core.host_paths`) is applied again, then
-the real path: every symlink resolved, it must still lie inside the real path of an
-allowed directory, outside /proc, /sys and /dev, and be a regular file (no block or
-character device, FIFO, socket or directory). The domain is then rendered with the real
-paths, so a symlink swapped afterwards changes nothing. A refusal is a `SpecError`: the
-operator reports it as `Valid=False` with a Warning Event and defines no domain.
+Runs on the libvirt host, in the operator, just before the domain is defined and before
+a host-path image is imported into the image store. The name rule
+(`virtualpod.core.host_paths`) is applied again, then the real path: every symlink
+resolved, it must still lie inside the real path of an allowed directory, outside
+/proc, /sys and /dev, and be a regular file (no block or character device, FIFO, socket
+or directory). The plan then carries the real paths (the domain XML, the image to
+import), so a symlink swapped afterwards changes nothing. A refusal is a `SpecError`:
+the operator reports it as `Valid=False` with a Warning Event and defines no domain. A
+file that is not there yet is retried, and checked again when it is.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 
 from virtualpod.core.host_paths import (
+    IMAGE_FIELD,
     SETTING,
-    boot_files,
     forbidden_root,
+    host_files,
     is_remote_uri,
     is_within,
     lexical_refusal,
 )
-from virtualpod.core.plan import VMPlan, plan_with_boot
+from virtualpod.core.plan import VMPlan, plan_with_real_paths
 from virtualpod.core.settings import Settings
-from virtualpod.core.spec import DiskBoot, FieldError, KernelBoot, SpecError
+from virtualpod.core.spec import FieldError, SpecError
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -37,63 +41,91 @@ _KINDS = (
 
 
 class HostPathError(SpecError):
-    """A `spec.boot` file the host-path rule refuses; names the field and the rule."""
+    """Host files the host-path rule refuses; each names the field and the rule."""
+
+
+class HostFileMissing(Exception):  # noqa: N818 (a state, like DiskImageMissing)
+    """`spec.boot` files that are allowed by name but not there (yet): retried, no domain."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("; ".join(str(error) for error in self.errors))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One host file as found on this host: its real path, and why it is refused, if so."""
+
+    real: str
+    refusal: str | None = None
+    missing: bool = False
 
 
 def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def real_file_refusal(path: str, allowed: tuple[str, ...]) -> tuple[str | None, str]:
-    """(why `path` may not be handed to a VM or None, its real path) on this host."""
+def check_host_file(path: str, allowed: tuple[str, ...]) -> Checked:
+    """The host-path rule for one file, on the real path as this host resolves it.
+
+    A file that does not exist is not refused (it may be copied in later) but reported
+    `missing`: whoever retries checks it again once it is there.
+    """
     reason = lexical_refusal(path, allowed)
     if reason is not None:
-        return reason, path
+        return Checked(path, reason)
     real = os.path.realpath(path)
     roots = [os.path.realpath(directory) for directory in allowed]
     if not any(is_within(real, root) and real != root for root in roots):
-        return f"{path!r} refused: its real path {real!r} is outside {SETTING}", real
+        return Checked(real, f"{path!r} refused: its real path {real!r} is outside {SETTING}")
     root = forbidden_root(real)
     if root is not None:
-        return f"{path!r} refused: its real path {real!r} is inside {root}", real
+        return Checked(real, f"{path!r} refused: its real path {real!r} is inside {root}")
     try:
         mode = os.lstat(real).st_mode
+    except FileNotFoundError:
+        return Checked(real, missing=True)
     except OSError as error:
-        return f"{path!r} refused: {error.strerror or 'cannot be read'} on the host", real
+        return Checked(real, f"{path!r} refused: {error.strerror or 'unreadable'} on the host")
     if not stat.S_ISREG(mode):
-        return f"{path!r} refused: is {_kind(mode)}, only regular files are allowed", real
-    return None, real
-
-
-def checked_boot(
-    boot: DiskBoot | KernelBoot, settings: Settings
-) -> tuple[DiskBoot | KernelBoot, list[FieldError]]:
-    """`boot` with every file replaced by its real path, and every refusal with its field."""
-    allowed = settings.host_paths.allowed
-    refusals: list[FieldError] = []
-    real: dict[str, str] = {}
-    for field, path in boot_files(boot):
-        if is_remote_uri(settings.libvirt_uri):
-            reason: str | None = (
-                f"{path!r} refused: libvirtURI {settings.libvirt_uri!r} names another "
-                "host, where this operator cannot check the file"
-            )
-        else:
-            reason, real[path] = real_file_refusal(path, allowed)
-        if reason is not None:
-            refusals.append(FieldError(field, reason))
-    if isinstance(boot, DiskBoot):
-        return DiskBoot(path=real.get(boot.path, boot.path), format=boot.format), refusals
-    initrd = real.get(boot.initrd, boot.initrd) if boot.initrd else None
-    resolved = KernelBoot(path=real.get(boot.path, boot.path), initrd=initrd, cmdline=boot.cmdline)
-    return resolved, refusals
+        return Checked(real, f"{path!r} refused: is {_kind(mode)}, only regular files are allowed")
+    return Checked(real)
 
 
 def checked_plan(plan: VMPlan, settings: Settings) -> VMPlan:
-    """The plan with its boot files checked on this host; raises HostPathError."""
-    if plan.domain.boot is None:
+    """The plan with its host files checked on this host and replaced by their real paths.
+
+    Raises HostPathError naming every refused field, then HostFileMissing for `spec.boot`
+    files not there yet (a missing host image is left to the image import, which says
+    `ImageMissing` and retries).
+    """
+    files = host_files(plan.pod)
+    if not files:
         return plan
-    boot, refusals = checked_boot(plan.domain.boot, settings)
+    if is_remote_uri(settings.libvirt_uri):
+        raise HostPathError(
+            [
+                FieldError(
+                    field,
+                    f"{path!r} refused: libvirtURI {settings.libvirt_uri!r} names another "
+                    "host, where this operator cannot check the file",
+                )
+                for field, path in files
+            ]
+        )
+    checked = {
+        field: (path, check_host_file(path, settings.host_paths.allowed)) for field, path in files
+    }
+    refusals = [FieldError(field, c.refusal) for field, (_, c) in checked.items() if c.refusal]
     if refusals:
         raise HostPathError(refusals)
-    return plan_with_boot(plan, boot)
+    missing = [
+        FieldError(field, f"{path!r} does not exist on the host")
+        for field, (path, c) in checked.items()
+        if c.missing and field != IMAGE_FIELD
+    ]
+    if missing:
+        raise HostFileMissing(missing)
+    return plan_with_real_paths(
+        plan, {path: c.real for path, c in checked.values() if not c.missing}
+    )

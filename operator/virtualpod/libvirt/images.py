@@ -20,17 +20,18 @@ from pathlib import Path
 
 from virtualpod.core.image import ImageRef, image_file_name
 from virtualpod.libvirt.download import DownloadFailed, download
-from virtualpod.libvirt.host_paths import real_file_refusal
+from virtualpod.libvirt.host_paths import check_host_file
 from virtualpod.libvirt.storage import StorageError
 
 
 def check_host_image(path: str, allowed: tuple[str, ...]) -> str:
     """The real path of a usable host image; raises StorageError with the reason."""
-    if not os.path.lexists(path):
+    checked = check_host_file(path, allowed)
+    if checked.refusal is not None:
+        raise StorageError("ImageRefused", f"image {checked.refusal}")
+    if checked.missing:
         raise StorageError("ImageMissing", f"image {path} does not exist")
-    refusal, real = real_file_refusal(path, allowed)
-    if refusal is not None:
-        raise StorageError("ImageRefused", f"image {refusal}")
+    real = checked.real
     if not os.access(real, os.R_OK):
         raise StorageError("ImageUnreadable", f"image {path} is not readable")
     return real

@@ -69,7 +69,7 @@ class InProcessOperator:
     #: Adjusts the context before the operator starts (e.g. a shorter restart back-off).
     prepare: Callable[[AgentContext], None] | None = None
     on_ready: Sequence[ReadyHook] = ()
-    #: Which handlers: a host's agent, or all of them for a single host.
+    #: Which handlers: the controller, a host's agent, or all of them for a single host.
     role: Role = Role.ALL
     memo: Any = None
     thread: threading.Thread | None = None
@@ -112,7 +112,8 @@ class InProcessOperator:
         assert self.thread is not None
         if not self.thread.is_alive():
             raise RuntimeError(f"the operator exited during start-up: {self.error!r}")
-        if self.ctx.hypervisor is None or not self.ready_flag.is_set():
+        with_libvirt = self.role is not Role.CONTROLLER
+        if not self.ready_flag.is_set() or (with_libvirt and self.ctx.hypervisor is None):
             return False
         if self.pressure and self.ctx.pressure is None:
             return False
