@@ -257,10 +257,15 @@ def _add_optional_commands(commands: Any) -> None:
     run.add_argument("--host-name", help="override settings.hostName")
     run.add_argument(
         "--role",
-        choices=("all", "agent"),
+        choices=("all", "controller", "agent"),
         default="all",
-        help="agent: one per libvirt host, serves the VirtualPods bound to it; "
-        "all (default): a single host",
+        help="controller: one per cluster (a Deployment), companion Pods and binding; "
+        "agent: one per libvirt host (the DaemonSet), runs the VMs bound to it; "
+        "all (default): both in one process, for a single host",
+    )
+    run.add_argument(
+        "--peering",
+        help="role controller: the Kopf peering its replicas share (default: settings.peering)",
     )
     run.add_argument(
         "--namespace",

@@ -104,17 +104,17 @@ class Operator:
             self.prepare(self.ctx)
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
-        self.thread.start()
-
         # Another operator's watch may be open already: wait for one more.
         baseline = self.emulator.watchers.get(VPODS, 0) if self.emulator is not None else 0
+        self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
+        self.thread.start()
+        with_libvirt = self.role is not Role.CONTROLLER
 
         async def watching() -> bool:
             assert self.thread is not None
             if not self.thread.is_alive():
                 raise AssertionError(f"the operator exited: {self.error!r}")
-            if self.ctx.hypervisor is None or not self.ready_flag.is_set():
+            if not self.ready_flag.is_set() or (with_libvirt and self.ctx.hypervisor is None):
                 return False
             if self.pressure and self.ctx.pressure is None:
                 return False

@@ -7,10 +7,12 @@ import pytest
 from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
+from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.spec import SuspendMode
 from virtualpod.libvirt.hypervisor import DomainState, EventKind
 
 MIB = 1024 * 1024
+VPODS = "virtualpod.dev/v1alpha1/virtualpods"
 
 
 async def test_operator_killed_mid_create_makes_exactly_one_domain(env: Env) -> None:
@@ -18,10 +20,16 @@ async def test_operator_killed_mid_create_makes_exactly_one_domain(env: Env) -> 
         pytest.skip("needs the emulator to stall the operator's writes at the right moment")
     first = await env.start_operator()
     name = unique("crash")
-    # Let kopf add its finalizer (a JSON patch), stall what comes after the handler ran.
-    env.emulator.hold_writes(
-        lambda method, ctype, ns, n: n == name and ctype != "application/json-patch+json"
-    )
+    emulator = env.emulator
+
+    def agent_write(method: str, ctype: str, ns: str | None, n: str | None) -> bool:
+        """Once the controller has bound it (label), the agent's writes: let kopf add its
+        finalizer (a JSON patch), stall what comes after the handler ran."""
+        obj = emulator.get_object(VPODS, ns, n) if n == name else None
+        bound = obj is not None and NODE_LABEL in obj["metadata"].get("labels", {})
+        return bound and ctype != "application/json-patch+json"
+
+    emulator.hold_writes(agent_write)
     async with env.hv.subscribe() as events:
         created = await env.kube.create(vpod(name))
         uid = created["metadata"]["uid"]
@@ -32,7 +40,9 @@ async def test_operator_killed_mid_create_makes_exactly_one_domain(env: Env) -> 
         await first.kill()
     env.emulator.release_writes()
     obj = await env.kube.get(env.namespace, name)
-    assert "status" not in obj  # it really died mid-create: nothing was recorded
+    # It really died mid-create: nothing was recorded but the controller's binding.
+    assert "vm" not in obj["status"]
+    assert "phase" not in obj["status"]
 
     await env.start_operator()
     obj = await wait_phase(env, name, "Running")
@@ -130,10 +140,12 @@ async def test_vm_larger_than_the_host_is_unschedulable(env: Env) -> None:
     manifest["spec"]["containers"][0]["resources"]["limits"]["memory"] = huge
     await env.kube.create(manifest)
     obj = await wait_phase(env, name, "Failed")
-    scheduled = condition(obj, "Scheduled")
-    assert scheduled["status"] == "False"
-    assert scheduled["reason"] == "Unschedulable"
-    assert scheduled["message"] == "0/1 hosts are available: 1 insufficient memory"
+    # Bound to the host (one host: no scheduler), refused by the agent's capacity check.
+    assert condition(obj, "Scheduled")["status"] == "True"
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False"
+    assert ready["reason"] == "Unschedulable"
+    assert ready["message"] == "0/1 hosts are available: 1 insufficient memory"
     assert not any(name in d.name for d in await env.hv.list_domains())
 
 
@@ -153,9 +165,9 @@ async def test_pending_until_room_appears(env: Env) -> None:
     await wait_phase(env, first, "Running")
     await env.kube.create(sized(second))
     obj = await wait_phase(env, second, "Pending")
-    assert condition(obj, "Scheduled")["reason"] == "Unschedulable"
+    assert condition(obj, "Ready")["reason"] == "Unschedulable"
     assert "insufficient memory" in obj["status"]["message"]
 
     await env.kube.delete(env.namespace, first)
     obj = await wait_phase(env, second, "Running", timeout=20)
-    assert condition(obj, "Scheduled")["status"] == "True"
+    assert condition(obj, "Ready")["status"] == "True"

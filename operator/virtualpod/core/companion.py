@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ LIBVIRT_HOST_LABEL = f"{API_GROUP}/libvirt-host"
 #: On the companion Pod: the containers' resources it was created from (JSON), so a
 #: changed VirtualPod is told apart from admission's defaulting.
 RESOURCES_ANNOTATION = f"{API_GROUP}/resources"
+#: On the VirtualPod with the node label: a digest of `status.admitted`. Kopf handlers
+#: react to metadata, never to status (nor to annotations under their own prefix), so
+#: this label is how an agent learns of a new size.
+ADMITTED_LABEL = f"{API_GROUP}/admitted"
 RUNTIME_CLASS = "virtualpod"
 #: The pause binary prints its version and exits 0 with this argument: an init
 #: container must terminate for the Pod's app containers to start.
@@ -164,6 +169,11 @@ def admitted_resources(pod: Mapping[str, Any]) -> JSON:
         ]
         for kind in ("containers", "initContainers")
     }
+
+
+def admitted_digest(admitted: Mapping[str, Any]) -> str:
+    text = json.dumps(admitted, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------- where it stands

@@ -49,9 +49,9 @@ from virtualpod.core.qos import QOSClass
 from virtualpod.core.quantity import MIB, format_bytes
 from virtualpod.core.settings import Settings, SettingsError, load_settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, SuspendMode
-from virtualpod.kube.context import AgentContext, Role, Suspension, context, make_memo
+from virtualpod.kube.context import AgentContext, Role, Suspension, context
 from virtualpod.kube.pressure_reporter import StatusReporter
-from virtualpod.kube.runner import build_registry
+from virtualpod.kube.runner import build_memo, build_registry
 from virtualpod.libvirt.hypervisor import (
     DomainInfo,
     DomainState,
@@ -633,7 +633,7 @@ async def operator(
     its pressure monitor too): tasks it returns live in Kopf's context, which the
     Kubernetes calls of the status reporter need.
     """
-    memo = make_memo(settings, api_url=api_url)
+    memo = build_memo(settings, Role.ALL, api_url=api_url, pressure=False)
     context(memo).on_ready.append(on_ready)
     stop_flag = asyncio.Event()
     ready = asyncio.Event()

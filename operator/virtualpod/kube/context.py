@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
@@ -92,6 +92,8 @@ class Written:
     conditions: tuple[dict[str, object], ...]
     phase: str | None
     observed_generation: int | None = None
+    #: The whole status written, so the mirror does not write the same again.
+    status: Mapping[str, object] = field(default_factory=dict)
 
 
 ReadyHook = Callable[["AgentContext"], Awaitable[None] | None]
@@ -179,15 +181,15 @@ def default_host_name() -> str:
 def agent_context(
     settings: Settings, role: Role = Role.ALL, *, api_url: str | None = None
 ) -> AgentContext:
-    """The agent's context for a role: the agent role serves only what is bound to its
-    host and asks the API server for nothing else; `all` (one host, no controller yet)
-    also serves what is unbound."""
+    """The agent's context for a role: it serves only what is bound to its host (in
+    role `all` by the controller of the same process); the agent role also asks the
+    API server for nothing else (the controller of role `all` needs every object)."""
     host_name = settings.host_name or default_host_name()
     agent_only = role is Role.AGENT
     return AgentContext(
         settings=settings,
         host_name=host_name,
-        bound_only=agent_only,
+        bound_only=True,
         selector=node_selector(host_name) if agent_only else None,
         api_url=api_url,
     )

@@ -11,9 +11,11 @@ VirtualPod never overlap and coalesce while one runs.
   quota frees; the scheduler's `PodScheduled=False` message becomes `Unschedulable`.
 * **Binding in order.** Once the Pod is bound: status (`podName`, `nodeName`, `admitted`
   = the Pod's resources as admitted, `Scheduled=True`) first, then the label
-  `virtualpod.dev/node`, so an agent never sees a labelled VirtualPod without
-  `status.admitted`. Status is written with the object's resourceVersion: a stale view
-  gets 409 and is re-read, so the agent's conditions are never dropped.
+  `virtualpod.dev/node` (with a digest of `admitted` as a label: Kopf handlers
+  react to metadata, not status), so an agent never sees a labelled VirtualPod without
+  `status.admitted`, and sees every new one. Status is written with the object's
+  resourceVersion: a stale view gets 409 and is re-read, so the agent's conditions are
+  never dropped.
 * **Sticky.** A deleted or evicted Pod is created again bound to `status.nodeName` (the
   VM is untouched; an Event says so). Changed resources replace the Pod on its node.
 * **Usage-aware.** New Pods get a preferred node affinity from the agents' Leases.
@@ -36,8 +38,10 @@ import kopf
 
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.companion import (
+    ADMITTED_LABEL,
     VIRTUALPOD_LABEL,
     PodState,
+    admitted_digest,
     admitted_resources,
     companion_pod,
     is_quota_refusal,
@@ -169,10 +173,15 @@ async def sync(ctx: ControllerContext, key: Key) -> None:
             await ctx.api().delete(pod_path(*key), pod["metadata"].get("uid"))
         return
     uid = vpod["metadata"].get("uid")
+    wanted = (vpod.get("spec") or {}).get("nodeName")
+    if ctx.bind_to and wanted and wanted != ctx.bind_to:
+        return  # one host (role all): a VirtualPod for another node is not ours at all
     try:
         parse_virtualpod(vpod)
     except SpecError as error:
-        await write_scheduled(ctx, vpod, False, "InvalidSpec", str(error), phase="Failed")
+        await write_scheduled(
+            ctx, vpod, False, "InvalidSpec", str(error), event="InvalidSpec", phase="Failed"
+        )
         return
     if pod is not None and not owned_by(pod, uid):
         message = f"a Pod named {key[1]} exists and does not belong to this VirtualPod"
@@ -254,10 +263,13 @@ async def record_binding(ctx: ControllerContext, vpod: JSON, pod: JSON, node: st
     if not recorded:
         extra = {"podName": pod["metadata"]["name"], "nodeName": node, "admitted": admitted}
         await write_scheduled(ctx, vpod, True, "Scheduled", message, extra=extra)
-    if (meta.get("labels") or {}).get(NODE_LABEL) != node:
+    digest = admitted_digest(admitted)
+    labels = meta.get("labels") or {}
+    if labels.get(NODE_LABEL) != node or labels.get(ADMITTED_LABEL) != digest:
         path = vpod_path(meta["namespace"], meta["name"])
         ctx.vpods[_key(vpod)] = await ctx.api().merge_patch(
-            path, {"metadata": {"labels": {NODE_LABEL: node}}}
+            path,
+            {"metadata": {"labels": {NODE_LABEL: node, ADMITTED_LABEL: digest}}},
         )
 
 
@@ -285,12 +297,11 @@ async def write_scheduled(
     if same and not extra:
         return
     meta = vpod["metadata"]
-    patch: JSON = {
-        "conditions": set_condition(
-            conditions, "Scheduled", scheduled, reason, message, meta.get("generation")
-        ),
-        **(extra or {}),
-    }
+    generation = meta.get("generation")
+    conditions = set_condition(conditions, "Scheduled", scheduled, reason, message, generation)
+    if reason == "InvalidSpec":  # no agent sees an object the controller cannot place
+        conditions = set_condition(conditions, "Valid", False, reason, message, generation)
+    patch: JSON = {"conditions": conditions, **(extra or {})}
     if not scheduled:
         patch.update(phase=phase or "Pending", reason=reason, message=message)
     path = vpod_path(meta["namespace"], meta["name"], "status")

@@ -87,8 +87,10 @@ async def refresh_status(ctx: AgentContext, uuid: str, *, announce_change: bool 
     # The generation the last reconcile handled: also in a mirror write that lands first.
     if last.observed_generation is not None:
         status["observedGeneration"] = last.observed_generation
+    if all(last.status.get(key) == value for key, value in status.items()):
+        return  # what this process wrote last (e.g. the start its own handler reported)
     ctx.written[uuid] = Written(
-        tuple(status["conditions"]), status["phase"], last.observed_generation
+        tuple(status["conditions"]), status["phase"], last.observed_generation, status
     )
     await patch_status(ctx, owner.ref, status)
 

@@ -206,8 +206,11 @@ async def _reconcile(
     conditions = _scheduled(ctx, conditions, generation)
     conditions = _restart_required(body, conditions, restart_needed, generation)
     final = runtime_status(await hv.lookup(plan.uuid), ctx, conditions, generation)
-    ctx.written[plan.uuid] = Written(tuple(final["conditions"]), final["phase"], generation)
-    patch["status"].update(out, **final)
+    written = {**out, **final}
+    ctx.written[plan.uuid] = Written(
+        tuple(final["conditions"]), final["phase"], generation, written
+    )
+    patch["status"].update(written)
 
 
 def _host_file_missing(
@@ -286,7 +289,8 @@ async def _start(ctx: AgentContext, body: Body, plan: VMPlan) -> None:
         raise kopf.TemporaryError(f"cannot start: {error}", delay=10) from error
     if result.started:
         how = "restored from its saved memory" if result.restored else "booted"
-        info(body, reason="Started", message=f"{plan.domain_name} {how}")
+        console = f"console: virtualpod logs {plan.name} -n {plan.namespace}"
+        info(body, reason="Started", message=f"{plan.domain_name} {how}; {console}")
         with contextlib.suppress(HypervisorError):
             await ctx.hv.set_oom_score_adj(plan.uuid, plan.oom_score_adj(ctx.capacity.memory_bytes))
 

@@ -2,8 +2,9 @@
 
 Settings are loaded once here and travel in kopf's memo, so every handler sees the
 same values; the command-line flags override the settings file. `--role` picks the
-handlers, registered onto an explicit Kopf registry: `agent` (one per libvirt host,
-standalone) or `all` (a single host). The agent starts the pressure monitor once
+handlers, registered onto an explicit Kopf registry: `controller` (companion Pods and
+binding; no libvirt; its replicas peer so one is active), `agent` (one per libvirt host,
+standalone) or `all` (both, for a single host). The agent starts the pressure monitor once
 libvirt is connected, with a reporter that turns its actions into status and Events.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 import kopf
 
 from virtualpod.core.settings import Settings, SettingsError, load_settings
-from virtualpod.kube import agent, common
+from virtualpod.kube import agent, common, controller
 from virtualpod.kube.context import AgentContext, Role, context, make_memo
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,10 @@ def build_memo(
     memo = make_memo(settings, role, api_url=api_url)
     if pressure:
         context(memo).on_ready.append(pressure_hook)
+    if role in (Role.CONTROLLER, Role.ALL):
+        # One host: its companion Pods are bound to it directly, no scheduler needed.
+        bind_to = context(memo).host_name if role is Role.ALL else None
+        controller.add_to_memo(memo, settings, bind_to=bind_to)
     return memo
 
 
@@ -87,6 +92,8 @@ def build_registry(role: Role) -> kopf.OperatorRegistry:
     common.register(registry)
     if role in (Role.AGENT, Role.ALL):
         agent.register(registry)
+    if role in (Role.CONTROLLER, Role.ALL):
+        controller.register(registry)
     return registry
 
 
@@ -96,6 +103,7 @@ async def run_operator(
     role: Role = Role.ALL,
     namespaces: list[str] | None = None,
     standalone: bool = True,
+    peering: str | None = None,
     liveness: str | None = None,
     api_url: str | None = None,
     stop_flag: Any = None,
@@ -107,6 +115,7 @@ async def run_operator(
         clusterwide=not namespaces,
         namespaces=namespaces or (),
         standalone=standalone,
+        peering_name=None if standalone else peering,
         liveness_endpoint=liveness,
         registry=build_registry(role),
         memo=build_memo(settings, role, api_url=api_url, pressure=pressure),
@@ -140,6 +149,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 role=role,
                 namespaces=list(args.namespace),
                 standalone=args.standalone or role is Role.AGENT,
+                # The controller's replicas peer so that one of them is active.
+                peering=(args.peering or settings.peering) if role is Role.CONTROLLER else None,
                 liveness=args.liveness,
             )
         )

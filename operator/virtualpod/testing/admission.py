@@ -171,11 +171,9 @@ class StandInPodAdmission:
         apply_limit_ranges(obj, self.emulator.list_objects(LIMIT_RANGES, namespace))
         self._priority(obj)
         self._runtime_class(obj)
-        check_quotas(
-            obj,
-            self.emulator.list_objects(QUOTAS, namespace),
-            self.emulator.list_objects(PODS, namespace),
-        )
+        quotas = self.emulator.list_objects(QUOTAS, namespace)
+        if quotas:  # the namespace's Pods are read (copied) only when a quota counts them
+            check_quotas(obj, quotas, self.emulator.list_objects(PODS, namespace))
 
     def _priority(self, pod: JSON) -> None:
         spec = pod.setdefault("spec", {})

@@ -1,0 +1,324 @@
+"""Cluster benchmark: create->Running for N VirtualPods, virtualpod vs a bare Kopf operator.
+
+One run, two measurements on the same machine, each on a fresh KMock emulator over HTTP:
+
+* `bareKopf`: `kopf run bench/bare_kopf.py`, which only patches `status.phase: Running`
+  on create (the framework's limit);
+* `virtualpod`: the cluster as deployed: one `virtualpod run --role=controller` and two
+  `virtualpod run --role=agent` processes (hosts `bench-node-a`, `bench-node-b`, each its
+  own libvirt test driver), with the emulator's stand-in control plane (Pod admission
+  with the RuntimeClass overhead, the stand-in binder as kube-scheduler, the garbage
+  collector) running in this process.
+
+The client creates N VirtualPods (32 requests in flight) and follows them with a watch.
+Prints one JSON document: both results, their ratio, p50/p99 latency and the peak RSS
+of every process.
+
+    python bench/cluster_bench.py                  # 1000 VirtualPods
+    python bench/cluster_bench.py --count 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from virtualpod.core.binding import NODE_LABEL
+from virtualpod.core.companion import LIBVIRT_HOST_LABEL
+from virtualpod.testing.control_plane import running_control_plane
+from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator, write_kubeconfig
+
+REPO = Path(__file__).resolve().parents[1]
+VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
+VPODS_KEY = "virtualpod.dev/v1alpha1/virtualpods"
+PODS_KEY = "v1/pods"
+HOSTS = ("bench-node-a", "bench-node-b")
+IN_FLIGHT = 32
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
+#: Nodes large enough for every companion Pod (requests + the RuntimeClass overhead).
+NODE_ALLOCATABLE = {"cpu": "1000", "memory": "4Ti", "pods": "10000"}
+
+
+def manifest(index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "virtualpod.dev/v1alpha1",
+        "kind": "VirtualPod",
+        "metadata": {"name": f"bench-{index:05d}", "namespace": "default"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "resources": {
+                        "requests": {"cpu": "10m", "memory": "1Mi"},
+                        "limits": {"cpu": "100m", "memory": "64Mi"},
+                    },
+                }
+            ]
+        },
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def mib(count: int | None) -> float | None:
+    return round(count / 2**20, 1) if count is not None else None
+
+
+@dataclass
+class Process:
+    """One operator process of the run, with the peak RSS read just before it stops."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    peak_rss: int | None = None
+
+    async def stop(self) -> None:
+        self.peak_rss = peak_rss_bytes(self.process.pid)
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def spawn(name: str, args: Sequence[str], kubeconfig: Path) -> Process:
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return Process(name, process)
+
+
+async def wait_until(
+    ready: Callable[[], bool], processes: Sequence[Process], what: str, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for one in processes:
+            if one.process.returncode is not None:
+                raise RuntimeError(f"{one.name} exited ({one.process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def measure(
+    url: str, emu: KubernetesApiEmulator, count: int, timeout: float
+) -> dict[str, Any]:
+    """Create `count` VirtualPods; follow them to Running; latency and throughput."""
+    created: dict[str, float] = {}
+    running: dict[str, float] = {}
+    hosts: dict[str, str | None] = {}
+    async with aiohttp.ClientSession() as session:
+
+        async def follow() -> None:
+            params = {"watch": "true", "resourceVersion": str(emu.resource_version)}
+            async with session.get(
+                url + VPODS, params=params, timeout=aiohttp.ClientTimeout(total=None)
+            ) as stream:
+                async for line in stream.content:
+                    obj = json.loads(line)["object"]
+                    name = obj["metadata"]["name"]
+                    status = obj.get("status") or {}
+                    if status.get("phase") == "Running" and name not in running:
+                        running[name] = time.monotonic()
+                        labels = obj["metadata"].get("labels") or {}
+                        vm_host = (status.get("vm") or {}).get("host")
+                        hosts[name] = vm_host if vm_host == labels.get(NODE_LABEL) else None
+                        if len(running) == count:
+                            return
+
+        watcher = asyncio.create_task(follow())
+        await asyncio.sleep(0)
+        semaphore = asyncio.Semaphore(IN_FLIGHT)
+
+        async def create(index: int) -> None:
+            body = manifest(index)
+            async with semaphore:
+                created[body["metadata"]["name"]] = time.monotonic()
+                async with session.post(url + VPODS, json=body) as response:
+                    assert response.status == 201, await response.text()
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(create(i) for i in range(count)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher, timeout)
+        elapsed = time.monotonic() - t0
+    latencies = [running[n] - created[n] for n in running]
+    per_host: dict[str, int] = {}
+    for host in hosts.values():
+        per_host[str(host)] = per_host.get(str(host), 0) + 1
+    return {
+        "count": count,
+        "running": len(running),
+        "timedOut": len(running) < count,
+        "seconds": round(elapsed, 2),
+        "throughputPerSecond": round(len(running) / elapsed, 1) if elapsed else None,
+        "latencySeconds": {
+            "p50": round(percentile(latencies, 0.50), 3),
+            "p99": round(percentile(latencies, 0.99), 3),
+            "mean": round(statistics.fmean(latencies), 3),
+        }
+        if latencies
+        else None,
+        "runningByHost": per_host,
+    }
+
+
+@contextlib.asynccontextmanager
+async def emulator_and_kubeconfig(workdir: Path) -> AsyncIterator[tuple[str, Any, Path]]:
+    async with serve_emulator() as (url, emu):
+        yield url, emu, write_kubeconfig(url, workdir / f"kubeconfig-{id(emu)}")
+
+
+async def run_bare_kopf(workdir: Path, count: int, timeout: float) -> dict[str, Any]:
+    async with emulator_and_kubeconfig(workdir) as (url, emu, kubeconfig):
+        script = str(REPO / "bench" / "bare_kopf.py")
+        operator = await spawn(
+            "bare kopf",
+            [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "--quiet", script],
+            kubeconfig,
+        )
+        try:
+            await wait_until(
+                lambda: emu.watchers.get(VPODS_KEY, 0) > 0,
+                [operator],
+                "bare Kopf to watch",
+                START_TIMEOUT_S,
+            )
+            result = await measure(url, emu, count, timeout)
+        finally:
+            await operator.stop()
+    result.pop("runningByHost")
+    result["peakRSSMiB"] = mib(operator.peak_rss)
+    return result
+
+
+async def register_nodes(url: str) -> None:
+    """The RuntimeClass and one Node per host (no kubelet), as a cluster admin would."""
+    (runtime_class,) = yaml.safe_load_all((REPO / "manifests" / "runtimeclass.yaml").read_text())
+    status = {"status": {"capacity": NODE_ALLOCATABLE, "allocatable": NODE_ALLOCATABLE}}
+    merge = {"Content-Type": "application/merge-patch+json"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{url}/apis/node.k8s.io/v1/runtimeclasses", json=runtime_class
+        ) as response:
+            assert response.status == 201, await response.text()
+        for host in HOSTS:
+            node = {"metadata": {"name": host, "labels": {LIBVIRT_HOST_LABEL: "true"}}}
+            async with session.post(f"{url}/api/v1/nodes", json=node) as response:
+                assert response.status == 201, await response.text()
+            async with session.patch(
+                f"{url}/api/v1/nodes/{host}/status", data=json.dumps(status), headers=merge
+            ) as response:
+                assert response.status == 200, await response.text()
+
+
+async def run_virtualpod(workdir: Path, count: int, timeout: float) -> dict[str, Any]:
+    settings = workdir / "settings.yaml"
+    settings.write_text("reserved: {cpu: '0', memory: 0}\n")
+    run = [sys.executable, "-m", "virtualpod.cli", "run", "--config", str(settings)]
+    async with emulator_and_kubeconfig(workdir) as (url, emu, kubeconfig):
+        await register_nodes(url)
+        async with running_control_plane(emu):
+            agents = [
+                await spawn(
+                    host,
+                    [
+                        *run,
+                        "--role=agent",
+                        f"--host-name={host}",
+                        "--libvirt-uri=test:///default",
+                    ],
+                    kubeconfig,
+                )
+                for host in HOSTS
+            ]
+            controller = await spawn("controller", [*run, "--role=controller"], kubeconfig)
+            processes = [*agents, controller]
+            try:
+                await wait_until(
+                    lambda: (
+                        emu.watchers.get(VPODS_KEY, 0) >= len(processes)
+                        and emu.watchers.get(PODS_KEY, 0) > 0
+                    ),
+                    processes,
+                    "the controller and both agents to watch",
+                    START_TIMEOUT_S,
+                )
+                result = await measure(url, emu, count, timeout)
+            finally:
+                for one in processes:
+                    await one.stop()
+    result["agentsPeakRSSMiB"] = {one.name: mib(one.peak_rss) for one in agents}
+    result["controllerPeakRSSMiB"] = mib(controller.peak_rss)
+    return result
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    return round(ours / theirs, 3) if ours and theirs else None
+
+
+async def main(count: int, timeout: float) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="vpod-cluster-bench-"))
+    bare = await run_bare_kopf(workdir, count, timeout)
+    ours = await run_virtualpod(workdir, count, timeout)
+    bare_latency, our_latency = bare["latencySeconds"] or {}, ours["latencySeconds"] or {}
+    return {
+        "benchmark": "create->Running: 2 agents + controller vs bare Kopf, KMock emulator",
+        "python": sys.version.split()[0],
+        "count": count,
+        "bareKopf": bare,
+        "virtualpod": ours,
+        "throughputRatio": ratio(ours["throughputPerSecond"], bare["throughputPerSecond"]),
+        "p99Ratio": ratio(our_latency.get("p99"), bare_latency.get("p99")),
+        "agentsPeakRSSMiBMax": max(
+            (v for v in ours["agentsPeakRSSMiB"].values() if v is not None), default=None
+        ),
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000, help="VirtualPods (default 1000)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="give up waiting for Running after this many seconds per run",
+    )
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.count, args.timeout)), indent=2))
