@@ -19,7 +19,7 @@ import sys
 import threading
 import urllib.request
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -279,9 +279,19 @@ SERVE = (
 
 
 @pytest.fixture
-def qemu_only(env: Env) -> None:
+async def qemu_only(env: Env) -> AsyncIterator[None]:
+    """Real QEMU only; afterwards this test's volumes are gone even if it failed midway."""
     if env.name != "emulator-qemu":
         pytest.skip("needs real QEMU")
+    yield
+    for operator in env.operators:
+        await operator.stop()
+    storage = Storage(env.hv, env.settings.storage)
+    for namespace, name in env.kube.created:
+        for info in await env.hv.list_domains():
+            if info.name == domain_name(namespace, name):
+                await env.hv.undefine(info.uuid)
+                await storage.delete_vm(info.uuid)
 
 
 @pytest.mark.qemu
