@@ -41,13 +41,13 @@ import yaml
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.companion import LIBVIRT_HOST_LABEL
 from virtualpod.core.settings import Settings
+from virtualpod.testing import OperatorProcess
 from virtualpod.testing.control_plane import running_control_plane
 from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[1]
 VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
 VPODS_KEY = "virtualpod.dev/v1alpha1/virtualpods"
-PODS_KEY = "v1/pods"
 HOSTS = ("bench-node-a", "bench-node-b")
 IN_FLIGHT = 32
 #: How often the stand-in binder and collector pass over every Pod: each pass copies
@@ -273,38 +273,49 @@ async def register_nodes(url: str) -> None:
                 assert response.status == 200, await response.text()
 
 
+@dataclass
+class Measured:
+    """One `virtualpod run` process of the run: peak RSS and CPU read just before it stops."""
+
+    name: str
+    operator: OperatorProcess
+    peak_rss: int | None = None
+    cpu_seconds: float | None = None
+
+    async def stop(self) -> None:
+        if self.operator.process is not None:
+            self.peak_rss = peak_rss_bytes(self.operator.pid)
+            self.cpu_seconds = cpu_seconds(self.operator.pid)
+        await self.operator.stop(STOP_TIMEOUT_S)
+
+
 async def run_virtualpod(workdir: Path, count: int, timeout: float) -> dict[str, Any]:
+    """Two agents (each its own test driver: a process's `test:///default`) and one
+    controller, started one after the other, each once it watches."""
     settings = workdir / "settings.yaml"
     settings.write_text("reserved: {cpu: '0', memory: 0}\n")
-    run = [sys.executable, "-m", "virtualpod.cli", "run", "--config", str(settings)]
     async with emulator_and_kubeconfig(workdir) as (url, emu, kubeconfig):
         await register_nodes(url)
-        async with running_control_plane(emu, tick=CONTROL_PLANE_TICK_S):
-            agents = [
-                await spawn(
-                    host,
-                    [
-                        *run,
-                        "--role=agent",
-                        f"--host-name={host}",
-                        "--libvirt-uri=test:///default",
-                    ],
+        roles = [(host, ["--role=agent", f"--host-name={host}"]) for host in HOSTS]
+        roles.append(("controller", ["--role=controller"]))
+        processes = [
+            Measured(
+                name,
+                OperatorProcess(
                     kubeconfig,
-                )
-                for host in HOSTS
-            ]
-            controller = await spawn("controller", [*run, "--role=controller"], kubeconfig)
-            processes = [*agents, controller]
+                    settings,
+                    emulator=emu,
+                    args=args,
+                    standalone=name != "controller",
+                    log=workdir / f"{name}.log",
+                ),
+            )
+            for name, args in roles
+        ]
+        async with running_control_plane(emu, tick=CONTROL_PLANE_TICK_S):
             try:
-                await wait_until(
-                    lambda: (
-                        emu.watchers.get(VPODS_KEY, 0) >= len(processes)
-                        and emu.watchers.get(PODS_KEY, 0) > 0
-                    ),
-                    processes,
-                    "the controller and both agents to watch",
-                    START_TIMEOUT_S,
-                )
+                for one in processes:
+                    await one.operator.start(START_TIMEOUT_S)
                 before = time.process_time()
                 result = await measure(url, emu, count, timeout)
                 # the emulator, the stand-in control plane and the client
@@ -312,8 +323,9 @@ async def run_virtualpod(workdir: Path, count: int, timeout: float) -> dict[str,
             finally:
                 for one in processes:
                     await one.stop()
+    agents = [one for one in processes if one.name in HOSTS]
     result["agentsPeakRSSMiB"] = {one.name: mib(one.peak_rss) for one in agents}
-    result["controllerPeakRSSMiB"] = mib(controller.peak_rss)
+    result["controllerPeakRSSMiB"] = mib(processes[-1].peak_rss)
     result["cpuSeconds"] = {one.name: one.cpu_seconds for one in processes}
     return result
 
