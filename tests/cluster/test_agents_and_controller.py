@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import Cluster
-from tests.e2e.conftest import Operator
 from tests.waiting import async_wait_for
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.companion import VIRTUALPOD_LABEL
@@ -25,6 +24,7 @@ from virtualpod.core.domain import domain_name
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.kube.context import Role
 from virtualpod.testing.hosts import EmulatedHost, EmulatedHosts
+from virtualpod.testing.operator import InProcessOperator as Operator
 
 #: A small VirtualPod: no disk image (a diskless VM), Burstable.
 RESOURCES = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
@@ -44,7 +44,7 @@ class Fleet:
         return self.hosts.hosts[node]
 
     async def start(self, role: Role, settings: Settings) -> Operator:
-        op = Operator(self.cluster.api_url, settings, self.cluster.emulator, role=role)
+        op = Operator(settings, self.cluster.api_url, self.cluster.emulator, role=role)
         self.operators.append(op)
         await op.start()
         return op
