@@ -75,7 +75,7 @@ def _at(doc: Any, path: Path_) -> Any:
 @st.composite
 def mutated_manifests(draw: st.DrawFn, *, under: Path_ = ()) -> dict[str, Any]:
     """An example with 1-3 mutations at or below `under` (`apiVersion`, `kind` kept)."""
-    doc = copy.deepcopy(draw(st.sampled_from(EXAMPLES)))
+    doc: dict[str, Any] = copy.deepcopy(draw(st.sampled_from(EXAMPLES)))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         candidates = [
             path
@@ -119,12 +119,11 @@ def field_of(path: str, doc: Any) -> bool:
         position = match.end()
     if not steps or steps[0] not in TOP_LEVEL:
         return False
-    node = doc
+    node: Any = doc
     for step in steps[:-1]:
-        if (isinstance(node, dict) and node.get(step) is not None) or (
-            isinstance(node, list) and isinstance(step, int) and step < len(node)
-        ):
-            node = node[step]
-        else:
+        in_dict = isinstance(node, dict) and node.get(step) is not None
+        in_list = isinstance(node, list) and isinstance(step, int) and step < len(node)
+        if not (in_dict or in_list):
             return isinstance(node, dict) and node.get(step) is None
+        node = node[step]
     return True

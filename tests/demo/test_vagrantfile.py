@@ -8,10 +8,12 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from tests.present import present
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.qos import QOSClass
 from virtualpod.core.settings import PressureSignal, settings_from_mapping
@@ -35,7 +37,7 @@ def _referenced_from_provisioning(prefix: str) -> set[str]:
 
 
 @pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed")
-def test_vagrantfile_is_valid_ruby():
+def test_vagrantfile_is_valid_ruby() -> None:
     result = subprocess.run(
         ["ruby", "-c", str(VAGRANTFILE)], capture_output=True, text=True, check=False
     )
@@ -43,14 +45,14 @@ def test_vagrantfile_is_valid_ruby():
     assert "Syntax OK" in result.stdout
 
 
-def test_vagrantfile_uses_libvirt_with_nested_virtualization():
+def test_vagrantfile_uses_libvirt_with_nested_virtualization() -> None:
     text = VAGRANTFILE.read_text(encoding="utf-8")
     assert "config.vm.provider :libvirt" in text
     assert re.search(r"libvirt\.nested\s*=\s*true", text)
     assert 'config.vm.box = "debian/bookworm64"' in text
 
 
-def test_vagrantfile_provisions_with_the_project_scripts():
+def test_vagrantfile_provisions_with_the_project_scripts() -> None:
     assert _provision_paths() == ["scripts/vagrant-provision.sh"]
     scripts = _referenced_from_provisioning("scripts/")
     # The box reuses what CI runs: the installer and the daemon script.
@@ -64,14 +66,14 @@ def test_vagrantfile_provisions_with_the_project_scripts():
         | _referenced_from_provisioning("scripts/")
     ),
 )
-def test_provision_scripts_exist_and_parse(script: str):
+def test_provision_scripts_exist_and_parse(script: str) -> None:
     path = REPO / script
     assert path.is_file(), f"{script} is referenced by the Vagrant provisioning but missing"
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
 
 
-def test_provisioned_manifests_exist_and_plan():
+def test_provisioned_manifests_exist_and_plan() -> None:
     manifests = _referenced_from_provisioning("manifests/") | _referenced_from_provisioning("crds/")
     # `$qos.yaml` in a loop: expand it as the scripts do.
     expanded = {
@@ -91,20 +93,22 @@ def test_provisioned_manifests_exist_and_plan():
     assert classes == set(QOSClass)
 
 
-def test_hog_guest_does_not_outgrow_its_hard_limit():
+def test_hog_guest_does_not_outgrow_its_hard_limit() -> None:
     """The hog must fill the VM pool, not be OOM-killed by its own cgroup; the box's
     settings allow the directory its kernel and initramfs come from."""
     settings = settings_from_mapping(_box_settings())
     hog = yaml.safe_load((REPO / "manifests/demo/pressure/hog.yaml").read_text(encoding="utf-8"))
     plan = plan_virtualpod(hog, settings)
-    touch_mib = int(re.search(r"vp\.touch=(\d+)", hog["spec"]["boot"]["kernel"]["cmdline"])[1])
+    touch_mib = int(
+        present(re.search(r"vp\.touch=(\d+)", hog["spec"]["boot"]["kernel"]["cmdline"]))[1]
+    )
     assert plan.qos_class is QOSClass.GUARANTEED
     assert touch_mib * 2**20 < plan.size.memory_bytes
     assert plan.memtune.hard_limit_bytes is not None
     assert touch_mib * 2**20 + 128 * 2**20 < plan.memtune.hard_limit_bytes
 
 
-def _box_settings() -> dict:
+def _box_settings() -> dict[str, Any]:
     text = PROVISION.read_text(encoding="utf-8")
     block = re.search(r'cat >"\$SETTINGS" <<YAML\n(.*?)\nYAML\n', text, flags=re.DOTALL)
     assert block, "the provision script no longer writes the settings heredoc"
@@ -116,10 +120,11 @@ def _box_settings() -> dict:
         .replace("$domain_type", "kvm")
         .replace("$GUEST_DIR", guest_dir[1])
     )
-    return yaml.safe_load(rendered)
+    settings: dict[str, Any] = yaml.safe_load(rendered)
+    return settings
 
 
-def test_box_settings_load_and_the_hog_exhausts_the_pool():
+def test_box_settings_load_and_the_hog_exhausts_the_pool() -> None:
     """The in-box demo only works if the hog's touched memory alone nearly fills the pool."""
     settings = settings_from_mapping(_box_settings())
     assert settings.libvirt_uri == "qemu:///system"
@@ -127,7 +132,7 @@ def test_box_settings_load_and_the_hog_exhausts_the_pool():
     pool = settings.eviction.pool_allocatable_bytes
     assert pool is not None
     hog = yaml.safe_load((REPO / "manifests/demo/pressure/hog.yaml").read_text(encoding="utf-8"))
-    touch = int(re.search(r"vp\.touch=(\d+)", hog["spec"]["boot"]["kernel"]["cmdline"])[1])
+    touch = int(present(re.search(r"vp\.touch=(\d+)", hog["spec"]["boot"]["kernel"]["cmdline"]))[1])
     demo_vms_at_least = 3 * 32 * 2**20  # a diskless QEMU guest's RSS is ~40 MiB
     assert touch * 2**20 + demo_vms_at_least > pool - settings.eviction.hard_memory_available_bytes
     # ...and without the hog the demo VMs leave the pool far from its threshold.

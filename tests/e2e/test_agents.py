@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
+from tests.present import present
 from tests.waiting import async_wait_for
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.domain import domain_name, parse_domain
@@ -142,7 +143,7 @@ async def test_each_agent_serves_only_what_is_bound_to_its_node(
         scheduled = condition(obj, "Scheduled")
         assert scheduled is not None
         assert scheduled["message"].endswith(f"/{name} to {node}")
-        assert condition(obj, "Ready")["status"] == "True"
+        assert present(condition(obj, "Ready"))["status"] == "True"
 
     # The API server sends an agent only its node's VirtualPods (its index has no filter).
     index = agent_a.ctx.by_uuid
@@ -191,7 +192,9 @@ async def test_one_domain_per_virtualpod_across_restarts_and_a_late_join(
     await wait_placed(hosts, env, early)
     # node-c has no agent yet: its VirtualPod waits, and nobody else runs it.
     assert placements(hosts, env, late) == {late[0]: []}
-    uuids = {n: (await env.kube.get(env.namespace, n))["status"]["vm"]["uuid"] for n in early}
+    uuids = {
+        n: present(await env.kube.get(env.namespace, n))["status"]["vm"]["uuid"] for n in early
+    }
 
     await agent_a.stop()
     await start_agent(env, hosts.hosts["node-a"])  # restarted agent adopts its VM
@@ -200,7 +203,7 @@ async def test_one_domain_per_virtualpod_across_restarts_and_a_late_join(
     await start_agent(env, hosts.hosts["node-c"])  # joins late
     await wait_placed(hosts, env, wanted)
     for name, uuid in uuids.items():
-        obj = await env.kube.get(env.namespace, name)
+        obj = present(await env.kube.get(env.namespace, name))
         assert obj["status"]["vm"]["uuid"] == uuid
         events = [e["reason"] for e in await env.kube.events(env.namespace, name)]
         assert events.count("Created") == 1, events

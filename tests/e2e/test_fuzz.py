@@ -22,7 +22,7 @@ from tests.mutations import field_of, mutated_manifests
 from tests.waiting import async_wait_for
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.spec import SpecError
-from virtualpod.testing.emulator import BUILTIN_RESOURCES, VIRTUALPODS
+from virtualpod.testing.objects import BUILTIN_RESOURCES, VIRTUALPODS
 
 EXAMPLES = 200
 EVENTS = next(spec for spec in BUILTIN_RESOURCES if spec.plural == "events")

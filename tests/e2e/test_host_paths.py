@@ -20,7 +20,7 @@ import pytest
 from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
-from virtualpod.core.settings import HostPaths
+from virtualpod.core.host_paths import HostPaths
 
 REPO = Path(__file__).resolve().parents[2]
 

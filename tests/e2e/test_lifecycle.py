@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from tests.e2e.conftest import Env, unique, vpod
+from tests.present import present
 from tests.waiting import async_wait_for
 from virtualpod.core.domain import parse_domain
 from virtualpod.core.plan import plan_virtualpod
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return None
+    conditions: list[dict[str, Any]] = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == type_), None)
 
 
 async def wait_phase(env: Env, name: str, phase: str, timeout: float = 15) -> dict[str, Any]:
@@ -39,8 +38,8 @@ async def test_create_runs_the_planned_vm(env: Env) -> None:
     assert status["vm"]["host"] == "e2e-host"
     assert status["vm"]["vcpus"] == plan.size.vcpus
     assert status["observedGeneration"] == 1
-    assert condition(obj, "Ready")["status"] == "True"
-    assert condition(obj, "Scheduled")["status"] == "True"
+    assert present(condition(obj, "Ready"))["status"] == "True"
+    assert present(condition(obj, "Scheduled"))["status"] == "True"
     assert "virtualpod.dev/finalizer" in obj["metadata"]["finalizers"]
 
     live = parse_domain(await env.hv.xml(plan.uuid, inactive=True))
@@ -77,7 +76,7 @@ async def test_live_update_retunes_without_restart(env: Env) -> None:
         env.settings,
         cgroup_version=env.hv.cgroup_version,
     )
-    soft_kib = -(-new_plan.memtune.soft_limit_bytes // 1024)
+    soft_kib = -(-present(new_plan.memtune.soft_limit_bytes) // 1024)
 
     async def retuned() -> bool:
         return (await env.hv.memory_parameters(uuid)).get("soft_limit") == soft_kib
@@ -89,11 +88,11 @@ async def test_live_update_retunes_without_restart(env: Env) -> None:
     assert _domain_id(await env.hv.xml(uuid)) == id_before  # same QEMU run: not restarted
 
     async def observed() -> dict[str, Any] | None:
-        o = await env.kube.get(env.namespace, name)
+        o = present(await env.kube.get(env.namespace, name))
         return o if o["status"].get("observedGeneration") == 2 else None
 
     obj = await async_wait_for(observed, timeout=10, what="observedGeneration 2")
-    assert condition(obj, "RestartRequired")["status"] == "False"
+    assert present(condition(obj, "RestartRequired"))["status"] == "False"
     assert obj["status"]["phase"] == "Running"
 
     async def tuned_event() -> bool:
@@ -120,7 +119,7 @@ async def test_vcpu_or_max_memory_change_requires_restart(env: Env) -> None:
         return o if c and c["status"] == "True" else None
 
     obj = await async_wait_for(restart_required, timeout=15, what="RestartRequired=True")
-    message = condition(obj, "RestartRequired")["message"]
+    message = present(condition(obj, "RestartRequired"))["message"]
     assert "vcpus" in message
     assert "max_memory" in message
     info = await env.hv.lookup(uuid)

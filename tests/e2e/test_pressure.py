@@ -9,8 +9,10 @@ from typing import Any
 from tests.e2e.columns import printer_columns
 from tests.e2e.conftest import Env, unique
 from tests.e2e.test_lifecycle import condition, wait_phase
+from tests.present import present
 from tests.waiting import async_wait_for
 from virtualpod.core.settings import PressureSignal
+from virtualpod.pressure.monitor import PoolSignal
 
 MIB = 1024 * 1024
 ROOMY = 64 * 1024 * MIB
@@ -39,7 +41,8 @@ async def test_memory_pressure_suspends_best_effort_and_resumes_it(env: Env) -> 
         pressure_transition_period_s=0.5,
     )
     op = await env.start_operator(replace(env.settings, eviction=eviction), pressure=True)
-    signal = op.ctx.pressure.signal
+    signal = present(op.ctx.pressure).signal
+    assert isinstance(signal, PoolSignal)
     assert signal.allocatable_bytes == ROOMY  # eviction.poolAllocatable is honored
 
     best_effort, guaranteed = unique("besteffort"), unique("guaranteed")

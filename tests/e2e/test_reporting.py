@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.e2e.conftest import HOST, Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
+from tests.present import present
 from tests.waiting import async_wait_for
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.spec import SuspendMode
@@ -75,6 +76,6 @@ async def test_unexpected_error_is_reported_once_and_retried_until_it_clears(env
 
     await env.hv.undefine(plan.uuid)  # the clash clears: the next retry succeeds
     obj = await wait_phase(env, name, "Running", timeout=20)
-    assert condition(obj, "Ready")["status"] == "True"
+    assert present(condition(obj, "Ready"))["status"] == "True"
     assert obj["status"]["reason"] == "Running"
     assert len(await warnings()) == 1  # retried with back-off, reported once

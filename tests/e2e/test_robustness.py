@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
+from tests.present import present
 from tests.waiting import async_wait_for
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.spec import SuspendMode
@@ -39,7 +42,7 @@ async def test_operator_killed_mid_create_makes_exactly_one_domain(env: Env) -> 
                 break
         await first.kill()
     env.emulator.release_writes()
-    obj = await env.kube.get(env.namespace, name)
+    obj = present(await env.kube.get(env.namespace, name))
     # It really died mid-create: nothing was recorded but the controller's binding.
     assert "vm" not in obj["status"]
     assert "phase" not in obj["status"]
@@ -51,7 +54,7 @@ async def test_operator_killed_mid_create_makes_exactly_one_domain(env: Env) -> 
     assert ours[0].uuid == uid == obj["status"]["vm"]["uuid"]
 
 
-async def refused_or_invalid(env: Env, manifest: dict, field: str, phrase: str) -> bool:
+async def refused_or_invalid(env: Env, manifest: dict[str, Any], field: str, phrase: str) -> bool:
     """Either outcome a cluster can give for invalid input: the API server refuses it
     (422, naming the field), or it is stored and the operator marks it Valid=False with
     one Warning Event. True when it was stored."""
@@ -62,7 +65,7 @@ async def refused_or_invalid(env: Env, manifest: dict, field: str, phrase: str) 
         return False
     name = manifest["metadata"]["name"]
     obj = await wait_phase(env, name, "Failed")
-    valid = condition(obj, "Valid")
+    valid = present(condition(obj, "Valid"))
     assert valid["status"] == "False"
     assert valid["reason"] == "InvalidSpec"
     assert field in valid["message"]
@@ -73,7 +76,7 @@ async def refused_or_invalid(env: Env, manifest: dict, field: str, phrase: str) 
     return True
 
 
-async def invalid_spec_warnings(env: Env, name: str) -> list:
+async def invalid_spec_warnings(env: Env, name: str) -> list[dict[str, Any]]:
     return [
         e
         for e in await env.kube.events(env.namespace, name)
@@ -118,7 +121,7 @@ async def test_pause_behind_the_operators_back_shows_in_status(env: Env) -> None
     await env.hv.suspend(uuid, SuspendMode.PAUSE)  # as `virsh suspend`
     obj = await wait_phase(env, name, "Paused", timeout=5)
     assert obj["status"]["vm"]["state"] == "Paused"
-    assert condition(obj, "Ready")["status"] == "False"
+    assert present(condition(obj, "Ready"))["status"] == "False"
 
     await env.hv.resume(uuid)  # as `virsh resume`
     await wait_phase(env, name, "Running", timeout=5)
@@ -141,8 +144,8 @@ async def test_vm_larger_than_the_host_is_unschedulable(env: Env) -> None:
     await env.kube.create(manifest)
     obj = await wait_phase(env, name, "Failed")
     # Bound to the host (one host: no scheduler), refused by the agent's capacity check.
-    assert condition(obj, "Scheduled")["status"] == "True"
-    ready = condition(obj, "Ready")
+    assert present(condition(obj, "Scheduled"))["status"] == "True"
+    ready = present(condition(obj, "Ready"))
     assert ready["status"] == "False"
     assert ready["reason"] == "Unschedulable"
     assert ready["message"] == "0/1 hosts are available: 1 insufficient memory"
@@ -156,7 +159,7 @@ async def test_pending_until_room_appears(env: Env) -> None:
     first, second = unique("first"), unique("second")
     big = f"{allocatable.memory_bytes * 3 // 4 // MIB}Mi"
 
-    def sized(name: str) -> dict:
+    def sized(name: str) -> dict[str, Any]:
         manifest = vpod(name, memory=big)
         manifest["spec"]["containers"][0]["resources"]["limits"]["memory"] = big
         return manifest
@@ -165,9 +168,9 @@ async def test_pending_until_room_appears(env: Env) -> None:
     await wait_phase(env, first, "Running")
     await env.kube.create(sized(second))
     obj = await wait_phase(env, second, "Pending")
-    assert condition(obj, "Ready")["reason"] == "Unschedulable"
+    assert present(condition(obj, "Ready"))["reason"] == "Unschedulable"
     assert "insufficient memory" in obj["status"]["message"]
 
     await env.kube.delete(env.namespace, first)
     obj = await wait_phase(env, second, "Running", timeout=20)
-    assert condition(obj, "Ready")["status"] == "True"
+    assert present(condition(obj, "Ready"))["status"] == "True"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_lifecycle import condition
+from tests.present import present
 from tests.waiting import async_wait_for
 from virtualpod.testing import KubeClient, OperatorProcess, serve_emulator, write_kubeconfig
 
@@ -46,7 +47,7 @@ async def test_virtualpod_run_serves_virtualpods(tmp_path: Path) -> None:
             obj = await async_wait_for(running, timeout=30, what="Running via virtualpod run")
             assert obj["status"]["qosClass"] == "Guaranteed"
             assert obj["status"]["vm"]["host"] == "proc-host"
-            assert condition(obj, "Ready")["status"] == "True"
+            assert present(condition(obj, "Ready"))["status"] == "True"
         finally:
             output = await operator.stop()
         assert operator.returncode == 0, output

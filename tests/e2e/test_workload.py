@@ -10,6 +10,7 @@ forward; deleting one leaves the other and the base.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import http.server
 import os
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import QEMU_URI, Env, unique
+from tests.present import present
 from tests.waiting import async_wait_for
 from virtualpod.core.domain import domain_name
 from virtualpod.core.host_paths import HostPaths
@@ -66,13 +68,13 @@ async def create_object(env: Env, plural: str, manifest: dict[str, Any]) -> None
 
 
 def ready(obj: dict[str, Any] | None) -> dict[str, Any]:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == "Ready":
-            return c
-    return {}
+    conditions: list[dict[str, Any]] = ((obj or {}).get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Ready"), {})
 
 
-async def wait_ready_reason(env: Env, name: str, reason: str, timeout: float = 20) -> dict:
+async def wait_ready_reason(
+    env: Env, name: str, reason: str, timeout: float = 20
+) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         obj = await env.kube.get(env.namespace, name)
         return obj if ready(obj).get("reason") == reason else None
@@ -206,12 +208,12 @@ async def test_download_checksum_mismatch_then_a_good_image(
     assert "HTTP 404" in obj["status"]["message"]
     obj = await wait_ready_reason(env, good_name, "Running", timeout=30)
     storage = Storage(env.hv, env.settings.storage)
-    assert await storage.base(parse_image(f"{url}/disk.raw#sha256={good}")) is not None
+    assert await storage.base(present(parse_image(f"{url}/disk.raw#sha256={good}"))) is not None
     uid = created["metadata"]["uid"]
     await env.kube.delete(env.namespace, good_name)
     await async_wait_for(lambda: _gone(env, good_name), timeout=15, what=f"{good_name} deleted")
     assert await volumes(env, uid) == []
-    assert await storage.base(parse_image(f"{url}/disk.raw#sha256={good}")) is None
+    assert await storage.base(present(parse_image(f"{url}/disk.raw#sha256={good}"))) is None
 
 
 async def _gone(env: Env, name: str) -> bool:
@@ -267,7 +269,8 @@ def free_port() -> int:
 def http_get(port: int) -> str | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-            return response.read().decode()
+            text: str = response.read().decode()
+            return text
     except OSError:
         return None
 
@@ -340,24 +343,32 @@ async def test_two_vms_boot_one_image_run_their_command_and_answer_on_loopback(
 
     answers = [
         await async_wait_for(
-            lambda p=port: _answer(p), timeout=120, interval=0.5, what=f"port {port}"
+            functools.partial(_answer, port), timeout=120, interval=0.5, what=f"port {port}"
         )
         for port in ports
     ]
     assert answers == ["hello from the secret\n"] * 2
-    objs = [await env.kube.get(env.namespace, name) for name in names]
+    objs = [present(await env.kube.get(env.namespace, name)) for name in names]
     uids = [obj["metadata"]["uid"] for obj in objs]
     for obj, port in zip(objs, ports, strict=True):
         assert obj["status"]["podIP"] == "10.0.2.15"
         assert obj["status"]["vm"]["ports"] == [f"127.0.0.1:{port}->80/TCP"]
         assert "hello from the secret" not in str(obj)
     storage = Storage(env.hv, settings.storage)
-    volume_a, volume_b = [await storage.volume(root_volume(uid)) for uid in uids]
+    volume_a, volume_b = [present(await storage.volume(root_volume(uid))) for uid in uids]
     assert (volume_a.capacity_bytes, volume_b.capacity_bytes) == (48 * MIB, 32 * MIB)
     assert volume_a.backing_path == volume_b.backing_path
 
     logs = subprocess.run(
-        [sys.executable, "-m", "virtualpod.cli", "logs", names[0], "--libvirt-uri", QEMU_URI],
+        [
+            sys.executable,
+            "-m",
+            "virtualpod.cli",
+            "logs",
+            names[0],
+            "--libvirt-uri",
+            present(QEMU_URI),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -372,10 +383,10 @@ async def test_two_vms_boot_one_image_run_their_command_and_answer_on_loopback(
     assert await volumes(env, uids[0]) == []
     assert await storage.volume(root_volume(uids[1])) is not None
     assert http_get(ports[1]) == "hello from the secret\n"
-    assert await storage.base(parse_image(workload_guest["WORKLOAD_IMAGE"])) is not None
+    assert await storage.base(present(parse_image(workload_guest["WORKLOAD_IMAGE"]))) is not None
     await env.kube.delete(env.namespace, names[1])
     await async_wait_for(lambda: _gone(env, names[1]), timeout=30, what=f"{names[1]} deleted")
-    assert await storage.base(parse_image(workload_guest["WORKLOAD_IMAGE"])) is None
+    assert await storage.base(present(parse_image(workload_guest["WORKLOAD_IMAGE"]))) is None
 
 
 async def _answer(port: int) -> str | None:

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.manifests import container, virtualpod
+from virtualpod.core.host_paths import HostPaths
 from virtualpod.core.plan import plan_virtualpod
-from virtualpod.core.settings import HostPaths, Settings
+from virtualpod.core.settings import Settings
 from virtualpod.core.spec import SpecError
 from virtualpod.libvirt.host_paths import (
     HostFileMissing,

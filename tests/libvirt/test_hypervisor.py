@@ -182,6 +182,7 @@ async def test_save_frees_and_restore_runs(hv: Hypervisor, vms: VMs) -> None:
     assert result.changed
     assert result.rss_after_bytes == 0
     assert result.released_bytes == result.rss_before_bytes
+    assert result.released_bytes is not None
     assert result.released_bytes > 0
     info = await hv.lookup(plan.uuid)
     assert (info.state, info.reason, info.has_managed_save) == (DomainState.SHUTOFF, "saved", True)

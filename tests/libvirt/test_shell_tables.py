@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import libvirt
 import pytest
 
+from tests.present import present
 from virtualpod.core.domain import METADATA_NS
 from virtualpod.core.tuning import CpuTune, MemTune
 from virtualpod.libvirt.connection import is_local_uri
@@ -66,7 +68,9 @@ INTENT_NS = runtime_namespace(METADATA_NS, "pressure")
         (libvirt.VIR_DOMAIN_EVENT_SHUTDOWN, 0, None),
     ],
 )
-def test_lifecycle_events_map_onto_what_status_mirrors(event, detail, kind):
+def test_lifecycle_events_map_onto_what_status_mirrors(
+    event: int, detail: int, kind: EventKind | None
+) -> None:
     assert event_kind(event, detail) is kind
 
 
@@ -84,7 +88,7 @@ def test_lifecycle_events_map_onto_what_status_mirrors(event, detail, kind):
         (libvirt.VIR_ERR_INTERNAL_ERROR, "", HypervisorError),
     ],
 )
-def test_libvirt_error_codes_become_our_errors(code, message, error):
+def test_libvirt_error_codes_become_our_errors(code: int, message: str, error: type[Any]) -> None:
     assert error_class(code, message) is error
 
 
@@ -99,7 +103,7 @@ def test_libvirt_error_codes_become_our_errors(code, message, error):
         ("test:///default", False),
     ],
 )
-def test_only_qemu_uris_of_this_host_are_local(uri, local):
+def test_only_qemu_uris_of_this_host_are_local(uri: str, local: bool) -> None:
     assert is_local_uri(uri) is local
 
 
@@ -115,7 +119,9 @@ def test_only_qemu_uris_of_this_host_are_local(uri, local):
         (DomainState.BLOCKED, 0, "0"),
     ],
 )
-def test_state_reasons_are_named_as_virsh_names_them(state, reason, name):
+def test_state_reasons_are_named_as_virsh_names_them(
+    state: DomainState, reason: int, name: str
+) -> None:
     assert reason_name(state, reason) == name
 
 
@@ -136,7 +142,9 @@ def domain(*, vcpu: int = 1, memory_kib: int = 131072, body: str = "") -> str:
         (domain(vcpu=2, memory_kib=1), domain(), ("vcpus", "max_memory")),
     ],
 )
-def test_only_vcpus_and_max_memory_wait_for_a_restart(config, running, needed):
+def test_only_vcpus_and_max_memory_wait_for_a_restart(
+    config: str, running: str | None, needed: tuple[str, ...]
+) -> None:
     assert restart_needed(config, running) == needed
 
 
@@ -153,7 +161,7 @@ def test_only_vcpus_and_max_memory_wait_for_a_restart(config, running, needed):
         ("<devices><disk type='block'><source dev='/dev/sda'/></disk></devices>", []),
     ],
 )
-def test_boot_files_are_kernel_initrd_and_file_disks(body, files):
+def test_boot_files_are_kernel_initrd_and_file_disks(body: str, files: list[str]) -> None:
     assert boot_files(domain(body=body)) == files
 
 
@@ -165,7 +173,7 @@ def test_boot_files_are_kernel_initrd_and_file_disks(body, files):
         ("<domain><uuid> </uuid></domain>", "no <uuid>"),
     ],
 )
-def test_a_domain_without_uuid_is_rejected(xml, message):
+def test_a_domain_without_uuid_is_rejected(xml: str, message: str) -> None:
     with pytest.raises(XMLRejected, match=message):
         uuid_of(xml)
 
@@ -185,7 +193,7 @@ NS_ON_ELEMENT = (
         (domain(), domain(body="<on_crash>destroy</on_crash>"), False),
     ],
 )
-def test_definitions_compare_by_meaning_not_by_text(a, b, same):
+def test_definitions_compare_by_meaning_not_by_text(a: str, b: str, same: bool) -> None:
     assert same_definition(a, b) is same
 
 
@@ -229,16 +237,17 @@ OTHER = '<x:other xmlns:x="https://example.com/x"/>'
         ),
     ],
 )
-def test_redefinition_keeps_runtime_metadata(new, old, tags):
+def test_redefinition_keeps_runtime_metadata(new: str, old: str, tags: list[str]) -> None:
     merged = merge_runtime_metadata(new, old, METADATA_NS)
     assert runtime_tags(merged) == tags
     if "resume" in new:
         assert (
-            ET.fromstring(merged).find(f"metadata/{{{INTENT_NS}}}intent").get("action") == "resume"
+            present(ET.fromstring(merged).find(f"metadata/{{{INTENT_NS}}}intent")).get("action")
+            == "resume"
         )
 
 
-def test_nothing_to_keep_leaves_the_text_untouched():
+def test_nothing_to_keep_leaves_the_text_untouched() -> None:
     new = f"<domain>\n<metadata>{OURS}</metadata>\n</domain>\n"
     assert merge_runtime_metadata(new, new, METADATA_NS) is new
 
@@ -251,7 +260,9 @@ def test_nothing_to_keep_leaves_the_text_untouched():
         ({}, None, None, None),
     ],
 )
-def test_memory_stats_in_kib_become_bytes(raw, rss, actual, unused):
+def test_memory_stats_in_kib_become_bytes(
+    raw: dict[str, int], rss: int | None, actual: int | None, unused: int | None
+) -> None:
     memory = vm_memory(raw)
     assert (memory.rss_bytes, memory.actual_bytes, memory.unused_bytes) == (rss, actual, unused)
     assert memory.raw == raw
@@ -265,11 +276,13 @@ def test_memory_stats_in_kib_become_bytes(raw, rss, actual, unused):
         ({"state.state": 1}, {}),
     ],
 )
-def test_bulk_balloon_fields_take_memory_stats_names(stats, raw):
+def test_bulk_balloon_fields_take_memory_stats_names(
+    stats: dict[str, int], raw: dict[str, int]
+) -> None:
     assert balloon_record(stats) == raw
 
 
-def test_host_memory_counts_page_cache_as_available():
+def test_host_memory_counts_page_cache_as_available() -> None:
     memory = host_memory_from({"total": 4096, "free": 1024, "buffers": 512, "cached": 512})
     assert (memory.total_bytes, memory.available_bytes) == (4 * MI, 2 * MI)
     assert host_memory_from({"total": 1, "free": 1}).available_bytes == 1024
@@ -288,7 +301,9 @@ def test_host_memory_counts_page_cache_as_available():
         (CpuTune(512, None, 50000), 1, {"cpu_shares": 512, "global_quota": 50000}),
     ],
 )
-def test_cputune_parameters_remove_a_quota_that_is_not_planned(tune, cgroup_version, params):
+def test_cputune_parameters_remove_a_quota_that_is_not_planned(
+    tune: CpuTune, cgroup_version: int, params: dict[str, int]
+) -> None:
     assert cputune_parameters(tune, cgroup_version) == params
 
 
@@ -299,7 +314,9 @@ def test_cputune_parameters_remove_a_quota_that_is_not_planned(tune, cgroup_vers
         (MemTune(MI, 1025), {"hard_limit": 1024, "soft_limit": 2}),
     ],
 )
-def test_memtune_parameters_round_up_to_kib_and_none_is_unlimited(tune, params):
+def test_memtune_parameters_round_up_to_kib_and_none_is_unlimited(
+    tune: MemTune, params: dict[str, int]
+) -> None:
     assert memtune_parameters(tune) == params
 
 
@@ -311,7 +328,7 @@ def info(*, state: DomainState = DomainState.RUNNING, saved: bool = False) -> Do
     ("memory", "target"),
     [(256 * MI, None), (384 * MI, 384 * MI), (512 * MI, 512 * MI), (513 * MI, None)],
 )
-def test_the_balloon_moves_only_within_the_maximum_memory(memory, target):
+def test_the_balloon_moves_only_within_the_maximum_memory(memory: int, target: int | None) -> None:
     assert balloon_target(memory, info()) == target
 
 
@@ -325,5 +342,7 @@ def test_the_balloon_moves_only_within_the_maximum_memory(memory, target):
         (DomainState.PAUSED, False, True, False),
     ],
 )
-def test_a_stopped_vm_starts_a_saved_one_waits(state, saved, allowed, start):
+def test_a_stopped_vm_starts_a_saved_one_waits(
+    state: DomainState, saved: bool, allowed: bool, start: bool
+) -> None:
     assert needs_start(info(state=state, saved=saved), allowed=allowed) is start

@@ -10,10 +10,13 @@ import json
 import os
 import subprocess
 import uuid as uuidlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.present import present
 from virtualpod.core.image import ImageRef, parse_image
 from virtualpod.core.settings import StorageSettings
 from virtualpod.core.storage import overlay_size, root_volume, seed_volume
@@ -54,17 +57,18 @@ async def overlay(
     )
 
 
-def qemu_img_info(path: str) -> dict:
+def qemu_img_info(path: str) -> dict[str, Any]:
     out = subprocess.run(
         ["qemu-img", "info", "-U", "--output=json", path], check=True, capture_output=True
     ).stdout
-    return json.loads(out)
+    info: dict[str, Any] = json.loads(out)
+    return info
 
 
 async def test_two_vms_share_one_base_which_outlives_the_first(
     storage: Storage, image_file: Path, uri: str
 ) -> None:
-    image = parse_image(str(image_file))
+    image = present(parse_image(str(image_file)))
     one, two = str(uuidlib.uuid4()), str(uuidlib.uuid4())
     try:
         first = await overlay(storage, image, one, limit=64 * MIB)
@@ -91,7 +95,7 @@ async def test_two_vms_share_one_base_which_outlives_the_first(
 
 
 async def test_an_existing_overlay_is_kept_as_it_is(storage: Storage, image_file: Path) -> None:
-    image = parse_image(str(image_file))
+    image = present(parse_image(str(image_file)))
     uuid = str(uuidlib.uuid4())
     try:
         first = await overlay(storage, image, uuid, limit=32 * MIB)
@@ -112,9 +116,9 @@ async def test_an_existing_overlay_is_kept_as_it_is(storage: Storage, image_file
     ],
 )
 async def test_refusals_name_their_reason_and_leave_nothing(
-    storage: Storage, tmp_path: Path, make, reason: str
+    storage: Storage, tmp_path: Path, make: Callable[[Path], str], reason: str
 ) -> None:
-    image = parse_image(make(tmp_path))
+    image = present(parse_image(make(tmp_path)))
     uuid = str(uuidlib.uuid4())
     with pytest.raises(StorageError) as caught:
         await overlay(storage, image, uuid)

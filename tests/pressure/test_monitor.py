@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 import pytest
 
@@ -41,6 +42,7 @@ from virtualpod.pressure.monitor import (
     signal_from_settings,
 )
 
+T = TypeVar("T")
 URI = "test:///default"
 QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI", "")
 #: For tests worth repeating on a real libvirtd: firmware-only KVM guests, cheap to save.
@@ -122,7 +124,7 @@ def monitor(fleet: Fleet, signal: object, reporter: RecordingReporter, **kw: obj
     )
 
 
-async def test_suspends_in_qos_order_and_resumes_in_reverse(fleet: Fleet):
+async def test_suspends_in_qos_order_and_resumes_in_reverse(fleet: Fleet) -> None:
     await three_classes(fleet)
     signal, reporter, clock = ScriptedSignal(2000 * MI), RecordingReporter(), Clock()
     loop = monitor(fleet, signal, reporter, clock=clock)
@@ -179,7 +181,7 @@ async def test_suspends_in_qos_order_and_resumes_in_reverse(fleet: Fleet):
     }
 
 
-async def test_pool_signal_feeds_back_what_a_save_released(fleet: Fleet):
+async def test_pool_signal_feeds_back_what_a_save_released(fleet: Fleet) -> None:
     """allocatable - summed RSS: saving a VM really raises the signal, so one is enough."""
     await three_classes(fleet)
     inventory = fleet.inventory()
@@ -283,7 +285,7 @@ async def test_pool_read_straddling_a_save_counts_its_release_exactly_once(
     await loop.idle()
 
 
-async def test_pause_mode_vm_is_paused_and_not_counted_as_reclaim(fleet: Fleet):
+async def test_pause_mode_vm_is_paused_and_not_counted_as_reclaim(fleet: Fleet) -> None:
     await fleet.add("paused-be", "BestEffort", suspendMode="Pause")
     await fleet.add("burstable", "Burstable")
     signal, reporter = ScriptedSignal(90 * MI), RecordingReporter()
@@ -298,7 +300,7 @@ async def test_pause_mode_vm_is_paused_and_not_counted_as_reclaim(fleet: Fleet):
     assert "Pause keeps the VM's memory" in paused.message
 
 
-async def test_run_loop_reacts_within_a_sampling_interval(fleet: Fleet):
+async def test_run_loop_reacts_within_a_sampling_interval(fleet: Fleet) -> None:
     await fleet.add("besteffort", "BestEffort")
     signal, reporter = ScriptedSignal(2000 * MI), RecordingReporter()
     loop = monitor(fleet, signal, reporter)
@@ -314,8 +316,8 @@ async def test_run_loop_reacts_within_a_sampling_interval(fleet: Fleet):
         await asyncio.wait_for(task, 5)
 
 
-def _async(probe):  # type: ignore[no-untyped-def]
-    async def wrapped():  # type: ignore[no-untyped-def]
+def _async(probe: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def wrapped() -> T:
         return probe()
 
     return wrapped
@@ -325,7 +327,7 @@ def _async(probe):  # type: ignore[no-untyped-def]
 
 
 @BOTH_DRIVERS
-async def test_restart_keeps_a_saved_vm_suspended_and_can_resume_it(fleet: Fleet):
+async def test_restart_keeps_a_saved_vm_suspended_and_can_resume_it(fleet: Fleet) -> None:
     await three_classes(fleet)
     be = fleet.plans["besteffort"]
     # 10Mi short: one VM covers it on either driver (a firmware-only KVM guest: ~40Mi RSS)
@@ -358,7 +360,7 @@ async def test_restart_keeps_a_saved_vm_suspended_and_can_resume_it(fleet: Fleet
 
 
 @BOTH_DRIVERS
-async def test_restart_rolls_back_or_completes_interrupted_actions(fleet: Fleet):
+async def test_restart_rolls_back_or_completes_interrupted_actions(fleet: Fleet) -> None:
     await three_classes(fleet)
     hv = fleet.hv
     be, bu = fleet.plans["besteffort"], fleet.plans["burstable"]
@@ -384,7 +386,7 @@ async def test_restart_rolls_back_or_completes_interrupted_actions(fleet: Fleet)
     assert intents[bu.uuid].done
 
 
-async def test_an_intent_that_does_not_parse_is_ignored(fleet: Fleet):
+async def test_an_intent_that_does_not_parse_is_ignored(fleet: Fleet) -> None:
     await fleet.add("besteffort", "BestEffort")
     uuid = fleet.plans["besteffort"].uuid
     await fleet.hv.set_metadata(uuid, INTENT_KEY, '<intent action="explode" mode="Save"/>')
@@ -395,7 +397,7 @@ async def test_an_intent_that_does_not_parse_is_ignored(fleet: Fleet):
     assert await fleet.state("besteffort") is DomainState.RUNNING
 
 
-async def test_intents_of_other_loops_are_left_alone(fleet: Fleet, hv: Hypervisor):
+async def test_intents_of_other_loops_are_left_alone(fleet: Fleet, hv: Hypervisor) -> None:
     """One libvirtd, several loops (scopes): each reconciles only its own VMs' intents."""
     await fleet.add("besteffort", "BestEffort")
     other = Fleet(hv)
@@ -412,7 +414,7 @@ async def test_intents_of_other_loops_are_left_alone(fleet: Fleet, hv: Hyperviso
             await hv.undefine(vm.uuid)
 
 
-async def test_a_vm_saved_by_someone_else_is_reported_but_left_alone(fleet: Fleet):
+async def test_a_vm_saved_by_someone_else_is_reported_but_left_alone(fleet: Fleet) -> None:
     await fleet.add("besteffort", "BestEffort")
     await fleet.hv.suspend(fleet.plans["besteffort"].uuid, SuspendMode.SAVE)
     reporter, clock = RecordingReporter(), Clock()
@@ -426,7 +428,7 @@ async def test_a_vm_saved_by_someone_else_is_reported_but_left_alone(fleet: Flee
     assert await fleet.saved("besteffort")
 
 
-async def test_balloon_step_comes_before_suspending(fleet: Fleet):
+async def test_balloon_step_comes_before_suspending(fleet: Fleet) -> None:
     await fleet.add("burstable", "Burstable")
     reporter = RecordingReporter()
     settings = replace(SETTINGS, eviction=replace(EVICTION, balloon_burstable=True))

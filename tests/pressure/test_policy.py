@@ -37,7 +37,7 @@ def keys(vms: object) -> list[str]:
 # ------------------------------------------------------------------------ ranking
 
 
-def test_suspend_order_is_class_then_priority_then_usage_above_request():
+def test_suspend_order_is_class_then_priority_then_usage_above_request() -> None:
     fleet = [
         vm("guaranteed", GU, request_mi=512, usage_mi=512),
         vm("burstable-high-prio", BU, priority=10, request_mi=100, usage_mi=900),
@@ -58,7 +58,7 @@ def test_suspend_order_is_class_then_priority_then_usage_above_request():
     ]
 
 
-def test_ties_are_broken_by_key_so_the_order_is_stable():
+def test_ties_are_broken_by_key_so_the_order_is_stable() -> None:
     fleet = [vm("b"), vm("c"), vm("a")]
     assert keys(suspend_order(fleet)) == ["a", "b", "c"]
 
@@ -128,7 +128,9 @@ def test_ties_are_broken_by_key_so_the_order_is_stable():
         ),
     ],
 )
-def test_pick_victims(fleet, needed_mi, expected, shortfall_mi):
+def test_pick_victims(
+    fleet: list[VMView], needed_mi: int, expected: list[str], shortfall_mi: int
+) -> None:
     victims = pick_victims(fleet, needed_mi * MI)
     assert keys(victims.vms) == expected
     assert victims.shortfall_bytes == shortfall_mi * MI
@@ -150,7 +152,7 @@ def _order_respecting_covers(fleet: list[VMView], needed: int) -> list[tuple[VMV
 
 @settings(max_examples=300, deadline=None)
 @given(fleet=fleets(), needed_mi=st.integers(0, 6000))
-def test_victims_are_a_minimum_order_respecting_cover(fleet, needed_mi):
+def test_victims_are_a_minimum_order_respecting_cover(fleet: list[VMView], needed_mi: int) -> None:
     needed = needed_mi * MI
     victims = pick_victims(fleet, needed)
     chosen = set(victims.vms)
@@ -177,7 +179,7 @@ def test_victims_are_a_minimum_order_respecting_cover(fleet, needed_mi):
     assert sorted(rank[v.key] for v in chosen) == best
 
 
-def test_pick_victims_handles_a_large_class_without_blowing_up():
+def test_pick_victims_handles_a_large_class_without_blowing_up() -> None:
     fleet = [vm(f"be{i:05d}", BE, usage_mi=1 + i % 7) for i in range(10_000)]
     victims = pick_victims(fleet, 20_000 * MI)
     assert victims.reclaim_bytes >= 20_000 * MI
@@ -223,13 +225,13 @@ def test_pick_victims_handles_a_large_class_without_blowing_up():
         ),
     ],
 )
-def test_pick_resumptions(suspended, available_mi, expected):
+def test_pick_resumptions(suspended: list[VMView], available_mi: int, expected: list[str]) -> None:
     waiting = [replace(v, state=VMState.SUSPENDED) for v in suspended]
     chosen = pick_resumptions(waiting, available_mi * MI, 100 * MI, 64 * MI)
     assert keys(chosen) == expected
 
 
-def test_resume_threshold_is_the_highest_configured_one():
+def test_resume_threshold_is_the_highest_configured_one() -> None:
     assert resume_threshold(DEFAULTS) == 100 * MI
     assert resume_threshold(replace(DEFAULTS, soft_memory_available_bytes=300 * MI)) == 300 * MI
 
@@ -237,7 +239,7 @@ def test_resume_threshold_is_the_highest_configured_one():
 # -------------------------------------------------------------------- balloon step
 
 
-def test_balloon_targets_burstable_vms_above_their_request_in_rank_order():
+def test_balloon_targets_burstable_vms_above_their_request_in_rank_order() -> None:
     fleet = [
         vm("be", BE, usage_mi=900),
         vm("bu-over", BU, request_mi=200, usage_mi=700),
@@ -256,29 +258,31 @@ def test_balloon_targets_burstable_vms_above_their_request_in_rank_order():
 # ----------------------------------------------------------------- pressure state
 
 
-def run(samples: list[tuple[float, int]], eviction: EvictionSettings = DEFAULTS):
+def run(
+    samples: list[tuple[float, int]], eviction: EvictionSettings = DEFAULTS
+) -> list[PressureState]:
     state = PressureState()
-    out = []
+    out: list[PressureState] = []
     for at, available_mi in samples:
         state = step_pressure(state, Sample(available_mi * MI, at), eviction)
         out.append(state)
     return out
 
 
-def test_hard_threshold_is_met_at_once_and_pressure_outlives_it_by_the_transition_period():
+def test_hard_threshold_is_met_at_once_and_pressure_outlives_it_by_the_transition_period() -> None:
     states = run([(0, 500), (0.5, 99), (1.0, 500), (30.5, 500), (31.0, 500)])
     assert [s.hard_met for s in states] == [False, True, False, False, False]
     assert [s.under_pressure for s in states] == [False, True, True, False, False]
 
 
-def test_soft_threshold_needs_its_grace_period():
+def test_soft_threshold_needs_its_grace_period() -> None:
     eviction = replace(DEFAULTS, soft_memory_available_bytes=300 * MI, soft_grace_period_s=10)
     states = run([(0, 200), (5, 200), (9.9, 200), (10, 200), (11, 400), (12, 200)], eviction)
     assert [s.soft_met for s in states] == [False, False, False, True, False, False]
     assert states[-1].under_pressure  # within the transition period of the soft breach
 
 
-def test_psi_is_an_early_warning_that_enforces_the_soft_threshold_at_once():
+def test_psi_is_an_early_warning_that_enforces_the_soft_threshold_at_once() -> None:
     eviction = replace(
         DEFAULTS, psi_enabled=True, soft_memory_available_bytes=300 * MI, soft_grace_period_s=10
     )
@@ -290,7 +294,7 @@ def test_psi_is_an_early_warning_that_enforces_the_soft_threshold_at_once():
     assert reclaim_needed(calm, eviction) == 0
 
 
-def test_reclaim_needed_counts_minimum_reclaim_and_what_is_already_in_flight():
+def test_reclaim_needed_counts_minimum_reclaim_and_what_is_already_in_flight() -> None:
     eviction = replace(DEFAULTS, minimum_reclaim_bytes=50 * MI)
     state = step_pressure(PressureState(), Sample(40 * MI, 0), eviction)
     assert reclaim_needed(state, eviction) == 110 * MI
@@ -298,7 +302,7 @@ def test_reclaim_needed_counts_minimum_reclaim_and_what_is_already_in_flight():
     assert reclaim_needed(state, eviction, in_flight_bytes=500 * MI) == 0
 
 
-def test_decide_suspends_in_order_and_resumes_in_reverse():
+def test_decide_suspends_in_order_and_resumes_in_reverse() -> None:
     fleet = [
         vm("be", BE, usage_mi=300),
         vm("bu", BU, request_mi=100, usage_mi=300),
@@ -319,7 +323,7 @@ def test_decide_suspends_in_order_and_resumes_in_reverse():
     assert keys(later.resume) == ["bu"]
 
 
-def test_only_guaranteed_left_is_reported_as_a_shortfall():
+def test_only_guaranteed_left_is_reported_as_a_shortfall() -> None:
     fleet = [vm("g", GU, request_mi=300, usage_mi=300)]
     decision = decide(PressureState(), Sample(10 * MI, 0), fleet, DEFAULTS)
     assert decision.suspend == ()
@@ -344,7 +348,9 @@ def signal_runs(draw: st.DrawFn) -> list[tuple[float, int]]:
 
 @settings(max_examples=200, deadline=None)
 @given(samples=signal_runs(), soft=st.one_of(st.none(), st.integers(100, 400)))
-def test_under_pressure_lasts_until_clear_for_the_whole_transition_period(samples, soft):
+def test_under_pressure_lasts_until_clear_for_the_whole_transition_period(
+    samples: list[tuple[float, int]], soft: int | None
+) -> None:
     eviction = replace(FAST, soft_memory_available_bytes=None if soft is None else soft * MI)
     state = PressureState()
     met_times: list[float] = []
@@ -367,8 +373,8 @@ def test_under_pressure_lasts_until_clear_for_the_whole_transition_period(sample
     flip_every=st.integers(1, 5),
 )
 def test_an_oscillating_signal_does_not_flap_within_the_transition_period(
-    low, high, period, cycles, flip_every
-):
+    low: int, high: int, period: float, cycles: int, flip_every: int
+) -> None:
     """Around the hard threshold, pressure turns on once and stays on: no resumes at all."""
     fleet = [
         replace(vm("be", BE, usage_mi=50), state=VMState.SUSPENDED),
@@ -390,7 +396,7 @@ def test_an_oscillating_signal_does_not_flap_within_the_transition_period(
 
 
 @st.composite
-def host_runs(draw: st.DrawFn):
+def host_runs(draw: st.DrawFn) -> tuple[list[VMView], list[int]]:
     fleet = draw(fleets(min_size=1, max_size=8))
     base = [draw(st.integers(-3000, 3000)) * MI for _ in range(draw(st.integers(2, 40)))]
     return fleet, base
@@ -398,7 +404,9 @@ def host_runs(draw: st.DrawFn):
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(run_=host_runs(), eviction=st.sampled_from([DEFAULTS, FAST]))
-def test_simulated_host_never_violates_order_and_never_undoes_a_resume(run_, eviction):
+def test_simulated_host_never_violates_order_and_never_undoes_a_resume(
+    run_: tuple[list[VMView], list[int]], eviction: EvictionSettings
+) -> None:
     """A host whose free memory is `base[t]` plus what suspended VMs gave back.
 
     Every step: Guaranteed never suspended; no running VM sits in a lower tier than a
@@ -412,7 +420,7 @@ def test_simulated_host_never_violates_order_and_never_undoes_a_resume(run_, evi
 
     def available(level: int) -> int:
         freed = sum(v.reclaim_bytes for v in by_key.values() if v.state is VMState.SUSPENDED)
-        return max(0, level + freed)
+        return max(0, level + int(freed))
 
     for level in base:
         decision = decide(state, Sample(available(level), at), list(by_key.values()), eviction)

@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import os
 import subprocess
 import time
 import uuid as uuidlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tests.pressure.harness import MI, RecordingReporter, manifest
 from tests.waiting import async_wait_for, wait_for
+from virtualpod.core.host_paths import HostPaths
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.settings import (
     Amount,
     EvictionSettings,
-    HostPaths,
     PressureSignal,
     Settings,
 )
@@ -34,6 +36,7 @@ from virtualpod.libvirt.hypervisor import DomainState, Hypervisor
 from virtualpod.pressure.monitor import DomainIntentStore, Inventory, Monitor, PoolSignal
 from virtualpod.pressure.policy import VMView
 
+T = TypeVar("T")
 QEMU_URI = os.environ.get("VIRTUALPOD_QEMU_URI", "")
 REPO = Path(__file__).resolve().parents[2]
 TOUCH_MIB = 96
@@ -119,10 +122,7 @@ async def guests(
             for vm in plans.values():
                 log = Path(vm.domain.console_log or "")
                 wait_for(
-                    lambda log=log: (
-                        log.exists()
-                        and f"VPGUEST TOUCHED {TOUCH_MIB}" in log.read_text(errors="replace")
-                    ),
+                    guest_touched(log, TOUCH_MIB),
                     timeout=150,
                     interval=0.5,
                     what=f"{vm.name} booted and filled {TOUCH_MIB} MiB",
@@ -134,7 +134,9 @@ async def guests(
                 Path(vm.domain.console_log or "").unlink(missing_ok=True)
 
 
-async def test_saves_in_qos_order_frees_memory_and_resumes_in_reverse(guests):
+async def test_saves_in_qos_order_frees_memory_and_resumes_in_reverse(
+    guests: tuple[Hypervisor, dict[str, VMPlan]],
+) -> None:
     hv, plans = guests
     be, bu, gu = plans["BestEffort"], plans["Burstable"], plans["Guaranteed"]
     namespace = be.namespace
@@ -199,7 +201,7 @@ async def test_saves_in_qos_order_frees_memory_and_resumes_in_reverse(guests):
         # guest: its tmpfs still holds the touched memory (a reboot would free ~96 MiB).
         first = await _last_update(hv, vm.uuid)
         await async_wait_for(
-            _aprobe(lambda vm=vm: _last_update(hv, vm.uuid), first), timeout=20, interval=0.25
+            _aprobe(functools.partial(_last_update, hv, vm.uuid), first), timeout=20, interval=0.25
         )
         stats = await hv.memory_stats(vm.uuid)
         assert stats.unused_bytes is not None
@@ -221,15 +223,24 @@ async def _last_update(hv: Hypervisor, uuid: str) -> int:
     return (await hv.memory_stats(uuid)).raw.get("last_update", 0)
 
 
-def _probe(fn):  # type: ignore[no-untyped-def]
-    async def probe():  # type: ignore[no-untyped-def]
+def guest_touched(log: Path, mib: int) -> Callable[[], bool]:
+    """Whether the guest wrote that it filled `mib` MiB to its console log."""
+
+    def touched() -> bool:
+        return log.exists() and f"VPGUEST TOUCHED {mib}" in log.read_text(errors="replace")
+
+    return touched
+
+
+def _probe(fn: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def probe() -> T:
         return fn()
 
     return probe
 
 
-def _aprobe(fn, first):  # type: ignore[no-untyped-def]
-    async def probe():  # type: ignore[no-untyped-def]
+def _aprobe(fn: Callable[[], Awaitable[int]], first: int) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
         return (await fn()) > first
 
     return probe
@@ -293,9 +304,7 @@ async def test_sampling_goes_on_while_a_save_is_written(guest_image: tuple[str, 
             for qos, vm in plans.items():
                 log = Path(vm.domain.console_log or "")
                 wait_for(
-                    lambda log=log, mib=touched[qos]: (
-                        log.exists() and f"VPGUEST TOUCHED {mib}" in log.read_text(errors="replace")
-                    ),
+                    guest_touched(log, touched[qos]),
                     timeout=150,
                     interval=0.5,
                     what=f"{vm.name} booted and filled {touched[qos]} MiB",

@@ -28,7 +28,7 @@ HOST = Amount(4000, 8 * GIB)
         (VMSize(8000, 16 * GIB), ["cpu", "memory"]),
     ],
 )
-def test_a_vm_larger_than_the_whole_host_never_fits(size, short):
+def test_a_vm_larger_than_the_whole_host_never_fits(size: VMSize, short: list[str]) -> None:
     assert too_large(size, HOST) == short
 
 
@@ -41,11 +41,13 @@ def test_a_vm_larger_than_the_whole_host_never_fits(size, short):
         (Amount(0, 0), Amount(9000, 9 * GIB), []),  # BestEffort always fits, as for pods
     ],
 )
-def test_requests_must_fit_next_to_what_is_placed(requests, used, short):
+def test_requests_must_fit_next_to_what_is_placed(
+    requests: Amount, used: Amount, short: list[str]
+) -> None:
     assert insufficient(requests, used, HOST) == short
 
 
-def test_requests_add_up():
+def test_requests_add_up() -> None:
     assert sum_requests([Amount(1, 2), Amount(3, 4)]) == Amount(4, 6)
     assert sum_requests([]) == Amount(0, 0)
 
@@ -54,11 +56,13 @@ def test_requests_add_up():
     ("reserved", "result"),
     [(Amount(0, GIB), Amount(4000, 7 * GIB)), (Amount(5000, 9 * GIB), Amount(0, 0))],
 )
-def test_allocatable_is_capacity_minus_reserved_never_negative(reserved, result):
+def test_allocatable_is_capacity_minus_reserved_never_negative(
+    reserved: Amount, result: Amount
+) -> None:
     assert allocatable(HOST, reserved) == result
 
 
-def test_the_message_is_the_schedulers():
+def test_the_message_is_the_schedulers() -> None:
     assert unschedulable_message(["cpu", "memory"]) == (
         "0/1 hosts are available: 1 insufficient cpu, 1 insufficient memory"
     )
@@ -76,8 +80,8 @@ def test_the_message_is_the_schedulers():
     ],
 )
 def test_restart_policy_always_restarts_only_a_vm_that_stopped_on_its_own(
-    stopped, saved, placed, suspended, deleting, restart
-):
+    stopped: bool, saved: bool, placed: bool, suspended: bool, deleting: bool, restart: bool
+) -> None:
     assert (
         needs_restart(
             stopped=stopped,

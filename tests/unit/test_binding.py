@@ -19,7 +19,7 @@ SPEC_RESOURCES = {"requests": {"memory": "64Mi"}}
 ADMITTED_RESOURCES = {"requests": {"memory": "128Mi"}, "limits": {"memory": "256Mi"}}
 
 
-def vpod(*, node: str | None = None, spec_node: str | None = None, **status: Any) -> dict:
+def vpod(*, node: str | None = None, spec_node: str | None = None, **status: Any) -> dict[str, Any]:
     labels = {NODE_LABEL: node} if node is not None else {}
     spec: dict[str, Any] = {
         "containers": [{"name": "app", "resources": SPEC_RESOURCES}],
@@ -36,7 +36,7 @@ ADMITTED = {
 }
 
 
-def test_the_selector_of_a_host_is_its_node_label():
+def test_the_selector_of_a_host_is_its_node_label() -> None:
     assert node_selector("node-a") == "virtualpod.dev/node=node-a"
 
 
@@ -50,7 +50,7 @@ def test_the_selector_of_a_host_is_its_node_label():
         ({}, None),
     ],
 )
-def test_bound_node_is_the_label(body, node):
+def test_bound_node_is_the_label(body: dict[str, Any], node: str | None) -> None:
     assert bound_node(body) == node
 
 
@@ -70,18 +70,20 @@ def test_bound_node_is_the_label(body, node):
         (vpod(node="node-b", spec_node="node-a"), "node-a", False, False),
     ],
 )
-def test_an_agent_serves_only_what_is_bound_to_its_host(body, host, bound_only, served):
+def test_an_agent_serves_only_what_is_bound_to_its_host(
+    body: dict[str, Any], host: str, bound_only: bool, served: bool
+) -> None:
     assert serves(body, host, bound_only=bound_only) is served
 
 
-def test_admitted_resources_replace_the_spec_by_container_name():
+def test_admitted_resources_replace_the_spec_by_container_name() -> None:
     resized = with_admitted_resources(vpod(node="node-a", admitted=ADMITTED))
     assert resized is not None
     assert resized["spec"]["containers"][0]["resources"] == ADMITTED_RESOURCES
     assert resized["spec"]["initContainers"][0]["resources"] == {}
 
 
-def test_a_container_the_admitted_pod_lacks_gets_no_resources():
+def test_a_container_the_admitted_pod_lacks_gets_no_resources() -> None:
     admitted = {"containers": [{"name": "other", "resources": ADMITTED_RESOURCES}]}
     resized = with_admitted_resources(vpod(admitted=admitted))
     assert resized is not None
@@ -89,7 +91,7 @@ def test_a_container_the_admitted_pod_lacks_gets_no_resources():
 
 
 @pytest.mark.parametrize("garbage", [None, "x", {}, {"containers": "x"}, []])
-def test_nothing_admitted_is_no_manifest(garbage):
+def test_nothing_admitted_is_no_manifest(garbage: dict[str, str] | list[Any] | str | None) -> None:
     assert with_admitted_resources(vpod(admitted=garbage)) is None
 
 
@@ -102,8 +104,12 @@ def test_nothing_admitted_is_no_manifest(garbage):
         (None, True, None),
     ],
 )
-def test_the_vm_is_sized_from_the_pod_as_admitted(admitted, bound_only, resources):
-    status = {"admitted": admitted} if admitted else {}
+def test_the_vm_is_sized_from_the_pod_as_admitted(
+    admitted: dict[str, list[dict[str, Any | str]]] | None,
+    bound_only: bool,
+    resources: dict[str, dict[str, str]] | None,
+) -> None:
+    status: dict[str, Any] = {"admitted": admitted} if admitted else {}
     manifest = sized_manifest(vpod(node="node-a", **status), bound_only=bound_only)
     if resources is None:
         assert manifest is None

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from virtualpod.cli import main
 EXAMPLES = ["guaranteed", "burstable", "besteffort", "multi-container", "init-container"]
 
 
-def run_plan(*args):
+def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
     """The installed console entry point, in a subprocess, like a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "virtualpod.cli", "plan", *args],
@@ -23,14 +24,14 @@ def run_plan(*args):
     )
 
 
-def example_args(repo_root):
-    args = []
+def example_args(repo_root: Path) -> list[str]:
+    args: list[str] = []
     for name in EXAMPLES:
         args += ["-f", str(repo_root / "manifests/examples" / f"{name}.yaml")]
     return args
 
 
-def test_every_example_is_planned_as_json(repo_root):
+def test_every_example_is_planned_as_json(repo_root: Path) -> None:
     result = run_plan(*example_args(repo_root), "-o", "json")
     assert result.returncode == 0, result.stderr
     plans = {p["name"]: p for p in json.loads(result.stdout)}
@@ -43,7 +44,7 @@ def test_every_example_is_planned_as_json(repo_root):
     assert plans["migrate-then-serve"]["vcpus"] == 2
 
 
-def test_table_shows_the_tuning(repo_root, capsys):
+def test_table_shows_the_tuning(repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", *example_args(repo_root)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
@@ -62,7 +63,7 @@ def test_table_shows_the_tuning(repo_root, capsys):
     assert len(lines) == 1 + len(EXAMPLES)
 
 
-def test_xml_output_is_the_domain(repo_root, capsys):
+def test_xml_output_is_the_domain(repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(["plan", "-f", str(repo_root / "manifests/examples/burstable.yaml"), "-o", "xml"]) == 0
     )
@@ -94,7 +95,7 @@ spec:
 """
 
 
-def test_bad_input_names_file_object_and_field_without_traceback(tmp_path):
+def test_bad_input_names_file_object_and_field_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "pods.yaml"
     path.write_text(BAD_DOCUMENT)
     result = run_plan("-f", str(path), "-o", "json")
@@ -121,7 +122,7 @@ def test_bad_input_names_file_object_and_field_without_traceback(tmp_path):
         ("- just\n- a list\n", "not an object"),
     ],
 )
-def test_unusable_files(tmp_path, content, message):
+def test_unusable_files(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "x.yaml"
     path.write_text(content)
     result = run_plan("-f", str(path))
@@ -130,7 +131,7 @@ def test_unusable_files(tmp_path, content, message):
     assert "Traceback" not in result.stderr
 
 
-def test_missing_file_and_bad_settings(tmp_path, repo_root):
+def test_missing_file_and_bad_settings(tmp_path: Path, repo_root: Path) -> None:
     result = run_plan("-f", str(tmp_path / "absent.yaml"))
     assert result.returncode == 1
     assert "cannot read" in result.stderr
@@ -143,7 +144,7 @@ def test_missing_file_and_bad_settings(tmp_path, repo_root):
     assert "defaultContainerSize.cpu" in result.stderr
 
 
-def test_settings_change_the_plan(tmp_path, repo_root):
+def test_settings_change_the_plan(tmp_path: Path, repo_root: Path) -> None:
     config = tmp_path / "settings.yaml"
     config.write_text("defaultContainerSize: {cpu: 250m, memory: 128Mi}\npadding: {memory: 0}\n")
     result = run_plan(

@@ -42,7 +42,7 @@ def vpod(**spec: Any) -> dict[str, Any]:
     }
 
 
-def test_pod_has_the_name_namespace_labels_and_controlling_owner():
+def test_pod_has_the_name_namespace_labels_and_controlling_owner() -> None:
     pod = companion_pod(vpod(), image=IMAGE)
     meta = pod["metadata"]
     assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod")
@@ -62,7 +62,7 @@ def test_pod_has_the_name_namespace_labels_and_controlling_owner():
     assert not owned_by(pod, "u-2")
 
 
-def test_containers_mirror_names_and_resources_exactly_with_the_pause_image():
+def test_containers_mirror_names_and_resources_exactly_with_the_pause_image() -> None:
     obj = vpod(
         initContainers=[{"name": "fetch", "resources": {"limits": {"cpu": 2}}}],
     )
@@ -80,14 +80,14 @@ def test_containers_mirror_names_and_resources_exactly_with_the_pause_image():
     ]
 
 
-def test_a_container_without_resources_gets_none_for_limitrange_to_default():
+def test_a_container_without_resources_gets_none_for_limitrange_to_default() -> None:
     obj = vpod(containers=[{"name": "app"}])
     assert companion_pod(obj, image=IMAGE)["spec"]["containers"] == [
         {"name": "app", "image": IMAGE}
     ]
 
 
-def test_pod_runs_nothing_of_the_cluster_and_counts_the_vmm_overhead():
+def test_pod_runs_nothing_of_the_cluster_and_counts_the_vmm_overhead() -> None:
     spec = companion_pod(vpod(), image=IMAGE)["spec"]
     assert spec["runtimeClassName"] == "virtualpod"
     assert spec["automountServiceAccountToken"] is False
@@ -106,7 +106,7 @@ def test_pod_runs_nothing_of_the_cluster_and_counts_the_vmm_overhead():
     ],
     ids=["libvirt hosts only", "merged with the VirtualPod's selector"],
 )
-def test_node_selector(spec: dict[str, Any], expected: dict[str, str]):
+def test_node_selector(spec: dict[str, Any], expected: dict[str, str]) -> None:
     assert companion_pod(vpod(**spec), image=IMAGE)["spec"]["nodeSelector"] == expected
 
 
@@ -124,7 +124,7 @@ TERM = {
 }
 
 
-def test_priority_class_affinity_and_tolerations_are_copied():
+def test_priority_class_affinity_and_tolerations_are_copied() -> None:
     obj = vpod(
         priorityClassName="batch-low", tolerations=TOLERATIONS, affinity={"nodeAffinity": REQUIRED}
     )
@@ -134,7 +134,7 @@ def test_priority_class_affinity_and_tolerations_are_copied():
     assert spec["affinity"] == {"nodeAffinity": REQUIRED}
 
 
-def test_usage_preference_is_appended_to_the_virtualpods_affinity():
+def test_usage_preference_is_appended_to_the_virtualpods_affinity() -> None:
     obj = vpod(affinity={"nodeAffinity": REQUIRED})
     spec = companion_pod(obj, image=IMAGE, preferred=[TERM])["spec"]
     assert spec["affinity"]["nodeAffinity"] == {
@@ -154,14 +154,14 @@ def test_usage_preference_is_appended_to_the_virtualpods_affinity():
     ],
     ids=["scheduler places it", "spec.nodeName binds", "sticky or single host", "sticky wins"],
 )
-def test_binding(spec: dict[str, Any], node_name: str | None, expected: str | None):
+def test_binding(spec: dict[str, Any], node_name: str | None, expected: str | None) -> None:
     pod = companion_pod(vpod(**spec), image=IMAGE, node_name=node_name, preferred=[TERM])
     assert pod["spec"].get("nodeName") == expected
     # A bound Pod needs no preference.
     assert ("affinity" in pod["spec"]) is (expected is None)
 
 
-def test_mirrors_tells_a_changed_virtualpod_from_admission_defaults():
+def test_mirrors_tells_a_changed_virtualpod_from_admission_defaults() -> None:
     obj = vpod()
     pod = companion_pod(obj, image=IMAGE)
     pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "1"  # LimitRange default
@@ -170,7 +170,7 @@ def test_mirrors_tells_a_changed_virtualpod_from_admission_defaults():
     assert not mirrors(pod, obj)
 
 
-def test_admitted_resources_are_the_pods_after_admission():
+def test_admitted_resources_are_the_pods_after_admission() -> None:
     pod = companion_pod(vpod(containers=[{"name": "app"}]), image=IMAGE)
     pod["spec"]["containers"][0]["resources"] = {
         "requests": {"cpu": "100m", "memory": "128Mi"},
@@ -223,7 +223,9 @@ UNFIT = "0/2 nodes are available: 2 Insufficient memory."
     ],
     ids=["missing", "waiting for the scheduler", "unschedulable", "bound", "evicted", "deleting"],
 )
-def test_placement(pod: dict[str, Any] | None, state: PodState, node: str | None, phrase: str):
+def test_placement(
+    pod: dict[str, Any] | None, state: PodState, node: str | None, phrase: str
+) -> None:
     seen = placement(pod)
     assert (seen.state, seen.node) == (state, node)
     assert phrase in seen.message
@@ -247,7 +249,7 @@ def test_placement(pod: dict[str, Any] | None, state: PodState, node: str | None
     ],
     ids=["exceeded", "must specify", "limitrange maximum", "not a 403"],
 )
-def test_quota_refusal(code: int, message: str, expected: bool):
+def test_quota_refusal(code: int, message: str, expected: bool) -> None:
     assert is_quota_refusal(code, message) is expected
 
 
@@ -296,11 +298,11 @@ AV = "virtualpod.dev/memory-available"
         "garbage",
     ],
 )
-def test_measured_headroom_from_leases(obj: dict[str, Any], expected: dict[str, int]):
+def test_measured_headroom_from_leases(obj: dict[str, Any], expected: dict[str, int]) -> None:
     assert measured_headroom([obj], NOW) == expected
 
 
-def test_preference_weights_follow_measured_headroom():
+def test_preference_weights_follow_measured_headroom() -> None:
     terms = preferred_terms({"a": 1024 * MI, "b": 4096 * MI, "c": 0})
     assert [(t["weight"], t["preference"]["matchFields"][0]["values"]) for t in terms] == [
         (100, ["b"]),

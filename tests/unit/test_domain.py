@@ -1,20 +1,25 @@
 """Domain XML: rendered from the plan, escaped, read back, and accepted by libvirt."""
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
 
+from tests.present import present
 from tests.unit.manifests import container, virtualpod
 from virtualpod.core.domain import domain_name, domain_uuid, parse_domain
+from virtualpod.core.host_paths import HostPaths
 from virtualpod.core.plan import plan_virtualpod
-from virtualpod.core.settings import HostPaths, Settings
+from virtualpod.core.settings import Settings
 from virtualpod.core.spec import SuspendMode
 
 Mi = 2**20
 
 
-def burstable(**spec):
+def burstable(**spec: Any) -> dict[str, Any]:
     return virtualpod(
         container(
             requests={"cpu": "300m", "memory": "1.5Gi"}, limits={"cpu": "500m", "memory": "2Gi"}
@@ -24,19 +29,19 @@ def burstable(**spec):
     )
 
 
-def test_domain_name_cannot_collide():
+def test_domain_name_cannot_collide() -> None:
     assert domain_name("a-b", "c") != domain_name("a", "b-c")
     assert domain_name("default", "web") == "vpod_default_web"
 
 
-def test_uuid_is_the_object_uid_or_stable():
+def test_uuid_is_the_object_uid_or_stable() -> None:
     uid = "0b7f3c52-4e2a-4a55-9c1e-1f0e2c1d9a10"
     assert domain_uuid("ns", "n", uid) == uid
     assert domain_uuid("ns", "n", None) == domain_uuid("ns", "n", None)
     assert domain_uuid("ns", "n", None) != domain_uuid("ns", "m", None)
 
 
-def test_rendered_xml_carries_size_and_tuning():
+def test_rendered_xml_carries_size_and_tuning() -> None:
     plan = plan_virtualpod(burstable(priority=7, suspendMode="Pause"), Settings())
     root = ET.fromstring(plan.domain_xml)
     assert root.get("type") == "kvm"
@@ -47,24 +52,25 @@ def test_rendered_xml_carries_size_and_tuning():
     assert root.findtext("cputune/global_period") == "100000"
     assert root.findtext("cputune/global_quota") == "50000"
     assert root.findtext("memtune/soft_limit") == str(1536 * 1024)
-    assert root.find("devices/memballoon").get("model") == "virtio"
-    assert root.find("devices/memballoon/stats").get("period") == "5"
+    assert present(root.find("devices/memballoon")).get("model") == "virtio"
+    assert present(root.find("devices/memballoon/stats")).get("period") == "5"
     summary = parse_domain(plan.domain_xml)
     assert summary.cputune == plan.cputune
     assert summary.memtune == plan.memtune
-    assert summary.metadata.qos_class == "Burstable"
-    assert summary.metadata.priority == 7
-    assert summary.metadata.memory_request_bytes == 1536 * Mi
-    assert summary.metadata.suspend_mode is SuspendMode.PAUSE
+    metadata = present(summary.metadata)
+    assert metadata.qos_class == "Burstable"
+    assert metadata.priority == 7
+    assert metadata.memory_request_bytes == 1536 * Mi
+    assert metadata.suspend_mode is SuspendMode.PAUSE
 
 
-def test_cgroup_v2_host_gets_weight_in_shares():
+def test_cgroup_v2_host_gets_weight_in_shares() -> None:
     plan = plan_virtualpod(burstable(), Settings(), cgroup_version=2)
     assert plan.cputune.shares == 307
     assert parse_domain(plan.domain_xml).cputune.shares == 12
 
 
-def test_boot_from_kernel_and_from_disk():
+def test_boot_from_kernel_and_from_disk() -> None:
     allowed = Settings(host_paths=HostPaths(allowed=("/boot", "/img")))
     kernel = plan_virtualpod(
         burstable(
@@ -84,20 +90,22 @@ def test_boot_from_kernel_and_from_disk():
     disk = plan_virtualpod(
         burstable(boot={"disk": {"path": "/img/a&b <c>.raw", "format": "raw"}}), allowed
     )
-    source = ET.fromstring(disk.domain_xml).find("devices/disk/source")
+    source = present(ET.fromstring(disk.domain_xml).find("devices/disk/source"))
     assert source.get("file") == "/img/a&b <c>.raw"
 
 
 @pytest.mark.parametrize(("read_only", "tags"), [(True, ["readonly"]), (False, [])])
-def test_disk_from_a_host_path_is_read_only_unless_the_admin_allows_writing(read_only, tags):
+def test_disk_from_a_host_path_is_read_only_unless_the_admin_allows_writing(
+    read_only: bool, tags: list[str]
+) -> None:
     settings = Settings(host_paths=HostPaths(allowed=("/img",), read_only=read_only))
     plan = plan_virtualpod(burstable(boot={"disk": {"path": "/img/a.qcow2"}}), settings)
-    disk = ET.fromstring(plan.domain_xml).find("devices/disk")
+    disk = present(ET.fromstring(plan.domain_xml).find("devices/disk"))
     assert [child.tag for child in disk if child.tag == "readonly"] == tags
 
 
 @pytest.fixture
-def test_driver():
+def test_driver() -> Iterator[Any]:
     conn = libvirt.open("test:///default")
     yield conn
     conn.close()
@@ -107,7 +115,9 @@ def test_driver():
     "example",
     ["guaranteed", "burstable", "besteffort", "multi-container", "init-container", "workload"],
 )
-def test_examples_define_on_libvirt_and_read_back(test_driver, example, repo_root):
+def test_examples_define_on_libvirt_and_read_back(
+    test_driver: Any, example: str, repo_root: Path
+) -> None:
     import yaml
 
     manifest = yaml.safe_load((repo_root / "manifests/examples" / f"{example}.yaml").read_text())

@@ -9,6 +9,7 @@ import string
 import textwrap
 import uuid as uuidlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -222,5 +223,6 @@ def test_names_that_could_steer_a_path_are_refused(text: str) -> None:
     if not any(ch in text for ch in "./\\_ ") and text == text.lower():
         text += "/.."
     for field in ("name", "namespace"):
+        metadata: dict[str, Any] = {field: text}
         with pytest.raises(SpecError, match=f"metadata.{field}"):
-            parse_virtualpod(virtualpod(container(), **{field: text}))
+            parse_virtualpod(virtualpod(container(), **metadata))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.present import present
 from virtualpod.core.image import (
     ImageError,
     ImageKind,
@@ -31,7 +32,9 @@ DIGEST = "ab" * 32
         ("http://127.0.0.1:8080/d.img", ImageRef(ImageKind.HTTP, "http://127.0.0.1:8080/d.img")),
     ],
 )
-def test_disk_references_parse_and_oci_names_are_not_disks(image, expected):
+def test_disk_references_parse_and_oci_names_are_not_disks(
+    image: str, expected: ImageRef | None
+) -> None:
     assert parse_image(image) == expected
 
 
@@ -48,18 +51,22 @@ def test_disk_references_parse_and_oci_names_are_not_disks(image, expected):
         ("/srv/d\n.qcow2", "control characters"),
     ],
 )
-def test_broken_disk_references_say_why(image, why):
+def test_broken_disk_references_say_why(image: str, why: str) -> None:
     with pytest.raises(ImageError, match=why):
         parse_image(image)
 
 
-def test_base_file_name_is_shared_by_digest_and_safe_as_a_file_name():
+def test_base_file_name_is_shared_by_digest_and_safe_as_a_file_name() -> None:
     one = parse_image(f"https://a.example/x/debian.qcow2#sha256={DIGEST}")
     two = parse_image(f"https://b.example/mirror/debian.qcow2#sha256={DIGEST}")
-    assert image_file_name(one) == image_file_name(two) == f"{DIGEST[:16]}-debian.qcow2"
+    assert (
+        image_file_name(present(one))
+        == image_file_name(present(two))
+        == f"{DIGEST[:16]}-debian.qcow2"
+    )
     odd = parse_image("https://a.example/..%2F..%2Fetc")
-    assert "/" not in image_file_name(odd)
-    assert not image_file_name(odd).startswith(".")
-    assert image_file_name(parse_image("/a/disk.img")) != image_file_name(
-        parse_image("/b/disk.img")
+    assert "/" not in image_file_name(present(odd))
+    assert not image_file_name(present(odd)).startswith(".")
+    assert image_file_name(present(parse_image("/a/disk.img"))) != image_file_name(
+        present(parse_image("/b/disk.img"))
     )

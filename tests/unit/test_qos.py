@@ -1,6 +1,8 @@
 """QoS class, table-driven from Kubernetes' qos_test.go and the 'Configure Quality of
 Service for Pods' task page (qos-demo, qos-demo-2, qos-demo-3, qos-demo-4)."""
 
+from typing import Any
+
 import pytest
 
 from tests.unit.manifests import container, virtualpod
@@ -12,7 +14,7 @@ BURSTABLE = QOSClass.BURSTABLE
 BEST_EFFORT = QOSClass.BEST_EFFORT
 
 
-def cpu_mem(cpu=None, memory=None):
+def cpu_mem(cpu: str | None = None, memory: str | None = None) -> dict[str, str]:
     return {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
 
 
@@ -113,9 +115,9 @@ CASES = [
 @pytest.mark.parametrize(
     ("manifest", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
-def test_qos_class(manifest, expected):
+def test_qos_class(manifest: dict[str, Any], expected: QOSClass) -> None:
     assert qos_class(parse_virtualpod(manifest)) is expected
 
 
-def test_rank_orders_suspension():
+def test_rank_orders_suspension() -> None:
     assert [c.rank for c in (BEST_EFFORT, BURSTABLE, GUARANTEED)] == [0, 1, 2]

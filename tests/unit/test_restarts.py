@@ -12,10 +12,10 @@ DEFAULTS = RestartBackoff()
     ("streak", "delay"),
     [(0, 0.0), (1, 10.0), (2, 20.0), (3, 40.0), (5, 160.0), (6, 300.0), (50, 300.0)],
 )
-def test_restart_delay(streak, delay):
+def test_restart_delay(streak: int, delay: float) -> None:
     assert restart_delay(DEFAULTS, streak) == delay
 
 
 @pytest.mark.parametrize(("ran_for", "over"), [(0.0, False), (599.9, False), (600.0, True)])
-def test_a_long_run_ends_the_crash_loop(ran_for, over):
+def test_a_long_run_ends_the_crash_loop(ran_for: float, over: bool) -> None:
     assert crash_loop_over(DEFAULTS, ran_for) is over

@@ -1,3 +1,6 @@
+from pathlib import Path
+from typing import Any
+
 import pytest
 import yaml
 
@@ -15,12 +18,12 @@ from virtualpod.core.spec import SuspendMode
 Mi = 2**20
 
 
-def test_documented_defaults_are_the_defaults():
+def test_documented_defaults_are_the_defaults() -> None:
     assert settings_from_mapping(yaml.safe_load(DEFAULTS_YAML)) == Settings()
     assert settings_from_mapping(None) == Settings()
 
 
-def test_keys_are_camel_case_and_parsed():
+def test_keys_are_camel_case_and_parsed() -> None:
     settings = settings_from_mapping(
         {
             "defaultContainerSize": {"cpu": "500m", "memory": "1Gi"},
@@ -70,7 +73,7 @@ def test_keys_are_camel_case_and_parsed():
         ([1, 2], "must be a mapping"),
     ],
 )
-def test_bad_settings_name_the_key(document, message):
+def test_bad_settings_name_the_key(document: dict[str, Any] | list[int], message: str) -> None:
     with pytest.raises(SettingsError, match=None) as caught:
         settings_from_mapping(document)
     assert message in str(caught.value)
@@ -79,11 +82,11 @@ def test_bad_settings_name_the_key(document, message):
 @pytest.mark.parametrize(
     ("text", "seconds"), [("500ms", 0.5), ("10s", 10), ("5m", 300), ("1h", 3600), (2, 2.0)]
 )
-def test_durations(text, seconds):
+def test_durations(text: int | str, seconds: float | int) -> None:
     assert parse_duration(text, "k") == seconds
 
 
-def test_load_settings_from_file(tmp_path):
+def test_load_settings_from_file(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("hostName: node-1\n")
     assert load_settings(path).host_name == "node-1"
@@ -95,6 +98,6 @@ def test_load_settings_from_file(tmp_path):
 
 
 @pytest.mark.parametrize("allowed", ["/var/lib/virtualpod", "/var/lib/virtualpod/volumes/x"])
-def test_allowed_host_paths_never_overlap_the_storage_pools(allowed):
+def test_allowed_host_paths_never_overlap_the_storage_pools(allowed: str) -> None:
     with pytest.raises(SettingsError, match="overlaps the storage pool directory"):
         settings_from_mapping({"hostPaths": {"allowed": [allowed]}})

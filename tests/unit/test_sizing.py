@@ -1,6 +1,8 @@
 """VM size: limit if set, else max(request, default container size); init-container rule;
 guest padding; vCPUs rounded up. Defaults: container 1 cpu / 512Mi, padding 0 / 64Mi."""
 
+from typing import Any
+
 import pytest
 
 from tests.unit.manifests import container, virtualpod
@@ -83,13 +85,13 @@ CASES = [
 @pytest.mark.parametrize(
     ("manifest", "size", "vcpus"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
-def test_vm_size(manifest, size, vcpus):
+def test_vm_size(manifest: dict[str, Any], size: VMSize, vcpus: int) -> None:
     result = vm_size(parse_virtualpod(manifest), DEFAULTS)
     assert result == size
     assert result.vcpus == vcpus
 
 
-def test_sizing_policy_is_an_admin_setting():
+def test_sizing_policy_is_an_admin_setting() -> None:
     settings = Settings(default_container_size=Amount(250, 128 * Mi), padding=Amount(500, 0))
     result = vm_size(parse_virtualpod(virtualpod(container())), settings)
     assert result == VMSize(750, 128 * Mi)

@@ -1,5 +1,7 @@
 """Manifest validation and defaulting: every bad input gets a message naming its field."""
 
+from typing import Any
+
 import pytest
 
 from tests.unit.manifests import container, virtualpod
@@ -15,19 +17,19 @@ from virtualpod.core.spec import (
 )
 
 
-def test_requests_default_to_limits():
+def test_requests_default_to_limits() -> None:
     pod = parse_virtualpod(virtualpod(container(limits={"cpu": "10m", "memory": "1Gi"})))
     assert pod.containers[0].requests == Resources(cpu_millis=10, memory_bytes=2**30)
 
 
-def test_explicit_request_is_kept_even_when_zero():
+def test_explicit_request_is_kept_even_when_zero() -> None:
     pod = parse_virtualpod(
         virtualpod(container(requests={"cpu": "0"}, limits={"cpu": "1", "memory": "1Gi"}))
     )
     assert pod.containers[0].requests == Resources(cpu_millis=0, memory_bytes=2**30)
 
 
-def test_defaults_namespace_and_reads_everything():
+def test_defaults_namespace_and_reads_everything() -> None:
     manifest = virtualpod(
         container(),
         init=(container("init"),),
@@ -55,19 +57,19 @@ def test_defaults_namespace_and_reads_everything():
     assert [c.name for c in pod.all_containers] == ["init", "app"]
 
 
-def test_disk_boot_defaults_to_qcow2():
+def test_disk_boot_defaults_to_qcow2() -> None:
     pod = parse_virtualpod(virtualpod(container(), boot={"disk": {"path": "/var/lib/vm.img"}}))
     assert pod.boot == DiskBoot("/var/lib/vm.img")
 
 
-def errors_of_plan(manifest):
+def errors_of_plan(manifest: dict[str, Any]) -> dict[str, str]:
     """Errors of the whole plan: the spec, and the VM size it leads to."""
     with pytest.raises(SpecError) as caught:
         plan_virtualpod(manifest, Settings())
     return {error.path: error.message for error in caught.value.errors}
 
 
-def errors_of(manifest):
+def errors_of(manifest: dict[str, Any]) -> dict[str, str]:
     with pytest.raises(SpecError) as caught:
         parse_virtualpod(manifest)
     return {error.path: error.message for error in caught.value.errors}
@@ -238,13 +240,13 @@ BAD = [
 @pytest.mark.parametrize(
     ("manifest", "path", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
 )
-def test_bad_input_names_the_field(manifest, path, message):
+def test_bad_input_names_the_field(manifest: dict[str, Any], path: str, message: str) -> None:
     errors = errors_of_plan(manifest)
     assert path in errors, errors
     assert message in errors[path]
 
 
-def test_every_problem_is_reported_at_once():
+def test_every_problem_is_reported_at_once() -> None:
     errors = errors_of(virtualpod(container("A", limits={"cpu": "x", "memory": "-1"}), foo=1))
     assert set(errors) == {
         "spec.containers[0].name",
@@ -254,7 +256,7 @@ def test_every_problem_is_reported_at_once():
     }
 
 
-def test_nulls_are_unset_as_the_api_server_prunes_them():
+def test_nulls_are_unset_as_the_api_server_prunes_them() -> None:
     manifest = virtualpod(container(limits={"cpu": None, "memory": "1Gi"}), boot={"disk": None})
     manifest["metadata"]["namespace"] = None
     pod = parse_virtualpod(manifest)
@@ -263,12 +265,12 @@ def test_nulls_are_unset_as_the_api_server_prunes_them():
     assert pod.boot is None
 
 
-def test_the_largest_kubernetes_quantity_is_accepted():
+def test_the_largest_kubernetes_quantity_is_accepted() -> None:
     pod = parse_virtualpod(virtualpod(container(requests={"memory": "9223372036854775807m"})))
     assert pod.containers[0].requests.memory_bytes == 9223372036854776  # rounded up
 
 
 @pytest.mark.parametrize("garbage", [None, "text", 42, [1, 2], {"spec": "x"}])
-def test_garbage_objects_raise_spec_error_not_crash(garbage):
+def test_garbage_objects_raise_spec_error_not_crash(garbage: Any) -> None:
     with pytest.raises(SpecError):
         parse_virtualpod(garbage)

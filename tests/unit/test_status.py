@@ -9,7 +9,7 @@ from virtualpod.core.status import agent_fields, condition_status, set_condition
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
 
 
-def test_a_new_condition_is_appended_with_its_transition_time():
+def test_a_new_condition_is_appended_with_its_transition_time() -> None:
     assert set_condition([], "Ready", True, "Running", "up", 3, now=T0) == [
         {
             "type": "Ready",
@@ -26,14 +26,16 @@ def test_a_new_condition_is_appended_with_its_transition_time():
     ("before", "after", "moved"),
     [(True, True, False), (True, False, True), (False, True, True), (False, False, False)],
 )
-def test_the_transition_time_moves_only_when_the_status_flips(before, after, moved):
+def test_the_transition_time_moves_only_when_the_status_flips(
+    before: bool, after: bool, moved: bool
+) -> None:
     first = set_condition([], "Ready", before, "A", now=T0)
     second = set_condition(first, "Ready", after, "B", now=T1)
     assert second[0]["lastTransitionTime"] == (T1 if moved else T0)
     assert second[0]["reason"] == "B"
 
 
-def test_other_conditions_are_kept_in_place():
+def test_other_conditions_are_kept_in_place() -> None:
     scheduled = set_condition([], "Scheduled", True, "Scheduled", "on node-a", now=T0)
     both = set_condition(scheduled, "Ready", False, "Pending", now=T1)
     assert [c["type"] for c in both] == ["Scheduled", "Ready"]
@@ -43,12 +45,12 @@ def test_other_conditions_are_kept_in_place():
 @pytest.mark.parametrize(
     ("type_", "status"), [("Ready", "True"), ("Valid", "False"), ("Suspended", None)]
 )
-def test_condition_status(type_, status):
+def test_condition_status(type_: str, status: str | None) -> None:
     conditions = set_condition(set_condition([], "Ready", True, "R"), "Valid", False, "V")
     assert condition_status(conditions, type_) == status
 
 
-def test_an_agent_never_writes_the_controllers_fields():
+def test_an_agent_never_writes_the_controllers_fields() -> None:
     status = {
         "phase": "Running",
         "podName": "p",

@@ -1,12 +1,14 @@
 """kubelet's formulas (pkg/kubelet/cm/helpers_linux_test.go, pkg/kubelet/qos/policy_test.go)
 and their mapping onto <cputune>/<memtune>."""
 
+from typing import Any
+
 import pytest
 
 from tests.unit.manifests import container, virtualpod
 from virtualpod.core.qos import QOSClass, qos_class
 from virtualpod.core.settings import Settings
-from virtualpod.core.sizing import vm_size
+from virtualpod.core.sizing import VMSize, vm_size
 from virtualpod.core.spec import parse_virtualpod
 from virtualpod.core.tuning import (
     CpuTune,
@@ -40,7 +42,7 @@ Gi = 2**30
         (300000, 262144),
     ],
 )
-def test_milli_cpu_to_shares(millis, shares):
+def test_milli_cpu_to_shares(millis: int, shares: int) -> None:
     assert cpu_shares(millis) == shares
 
 
@@ -58,14 +60,14 @@ def test_milli_cpu_to_shares(millis, shares):
         (1500, 50000, 75000),
     ],
 )
-def test_milli_cpu_to_quota(millis, period, quota):
+def test_milli_cpu_to_quota(millis: int, period: int, quota: int) -> None:
     assert cpu_quota(millis, period) == quota
 
 
 @pytest.mark.parametrize(
     ("shares", "weight"), [(2, 1), (1024, 39), (262144, 10000), (0, 1), (10**7, 10000)]
 )
-def test_cgroup_v2_weight(shares, weight):
+def test_cgroup_v2_weight(shares: int, weight: int) -> None:
     assert cpu_weight_from_shares(shares) == weight
 
 
@@ -73,24 +75,26 @@ def test_cgroup_v2_weight(shares, weight):
     ("shares", "cgroup_version", "written"),
     [(1024, 1, 1024), (2, 1, 2), (262144, 1, 262144), (1024, 2, 39), (2, 2, 1), (262144, 2, 10000)],
 )
-def test_shares_become_weights_only_on_cgroup_v2(shares, cgroup_version, written):
+def test_shares_become_weights_only_on_cgroup_v2(
+    shares: int, cgroup_version: int, written: int
+) -> None:
     assert shares_for_cgroup(shares, cgroup_version) == written
 
 
-def test_the_written_cputune_keeps_period_and_quota():
+def test_the_written_cputune_keeps_period_and_quota() -> None:
     tune = CpuTune(shares=1024, period_us=100000, quota_us=50000)
     assert cputune_for_cgroup(tune, 2) == CpuTune(39, 100000, 50000)
     assert cputune_for_cgroup(tune, 1) == tune
 
 
-def tuned(manifest):
+def tuned(manifest: dict[str, Any]) -> tuple[QOSClass, CpuTune, MemTune, VMSize]:
     pod = parse_virtualpod(manifest)
     qos = qos_class(pod)
     size = vm_size(pod, Settings())
     return qos, cputune(pod), memtune(pod, qos, size, Settings().vmm_overhead), size
 
 
-def test_burstable_300m_500m():
+def test_burstable_300m_500m() -> None:
     qos, cpu, memory, size = tuned(
         virtualpod(
             container(
@@ -106,7 +110,7 @@ def test_burstable_300m_500m():
     )
 
 
-def test_guaranteed_limits_only():
+def test_guaranteed_limits_only() -> None:
     qos, cpu, memory, size = tuned(virtualpod(container(limits={"cpu": "10m", "memory": "1Gi"})))
     assert qos is QOSClass.GUARANTEED
     assert cpu == CpuTune(shares=10, period_us=100000, quota_us=1000)
@@ -114,14 +118,14 @@ def test_guaranteed_limits_only():
     assert memory.hard_limit_bytes == size.memory_bytes + 264 * Mi
 
 
-def test_best_effort_gets_minimum_shares_and_no_memtune():
+def test_best_effort_gets_minimum_shares_and_no_memtune() -> None:
     qos, cpu, memory, _ = tuned(virtualpod(container("a"), container("b")))
     assert qos is QOSClass.BEST_EFFORT
     assert cpu == CpuTune(shares=2)
     assert memory == MemTune()
 
 
-def test_quota_and_hard_limit_only_when_every_container_is_limited():
+def test_quota_and_hard_limit_only_when_every_container_is_limited() -> None:
     qos, cpu, memory, _ = tuned(
         virtualpod(
             container(
@@ -137,7 +141,7 @@ def test_quota_and_hard_limit_only_when_every_container_is_limited():
     assert memory == MemTune(hard_limit_bytes=None, soft_limit_bytes=256 * Mi)
 
 
-def test_init_container_rule_applies_to_shares_and_quota():
+def test_init_container_rule_applies_to_shares_and_quota() -> None:
     _, cpu, _, _ = tuned(
         virtualpod(
             container("a", limits={"cpu": "500m", "memory": "256Mi"}),
@@ -162,5 +166,5 @@ CAPACITY = 4 * Gi
         (QOSClass.BURSTABLE, Gi, 750),
     ],
 )
-def test_oom_score_adj(qos, memory_request, adj):
+def test_oom_score_adj(qos: QOSClass, memory_request: int, adj: int) -> None:
     assert oom_score_adj(qos, memory_request, CAPACITY) == adj

@@ -6,11 +6,13 @@ import shlex
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import replace
+from typing import Any
 
 import libvirt
 import pytest
 import yaml
 
+from tests.present import present
 from tests.unit.manifests import container, virtualpod
 from virtualpod.core.cloudinit import (
     MissingKey,
@@ -21,10 +23,10 @@ from virtualpod.core.cloudinit import (
 )
 from virtualpod.core.host_paths import HostPaths
 from virtualpod.core.nic import mac_address
-from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.seed import build_seed_iso, read_seed_iso
 from virtualpod.core.settings import Settings
-from virtualpod.core.spec import SpecError, parse_virtualpod
+from virtualpod.core.spec import SpecError, VirtualPod, parse_virtualpod
 from virtualpod.core.workload import KeyRef, SourceKind
 
 IMAGE = "/srv/images/guest.qcow2"
@@ -32,11 +34,11 @@ ALLOWED = Settings(host_paths=HostPaths(allowed=("/srv/images",)))
 TOKEN = KeyRef(SourceKind.SECRET, "creds", "token")
 
 
-def app(name: str = "app", image: str = IMAGE, **fields) -> dict:
+def app(name: str = "app", image: str = IMAGE, **fields: Any) -> dict[str, Any]:
     return {**container(name), "image": image, **fields}
 
 
-def pod(*containers: dict, **spec) -> object:
+def pod(*containers: dict[str, Any], **spec: Any) -> VirtualPod:
     return parse_virtualpod(virtualpod(*containers, **spec))
 
 
@@ -64,7 +66,7 @@ def pod(*containers: dict, **spec) -> object:
         ("ports", [{"containerPort": 80, "protocol": "SCTP"}], "ports[0].protocol", "TCP or UDP"),
     ],
 )
-def test_bad_process_fields_name_the_field(field, value, path, message):
+def test_bad_process_fields_name_the_field(field: str, value: Any, path: str, message: str) -> None:
     with pytest.raises(SpecError) as caught:
         pod(app(**{field: value}))
     assert any(
@@ -72,8 +74,8 @@ def test_bad_process_fields_name_the_field(field, value, path, message):
     ), caught.value
 
 
-def test_only_the_first_containers_image_is_the_disk_and_oci_names_are_not():
-    assert pod(app(), app("side", image="https://x.example/y.img")).image.location == IMAGE
+def test_only_the_first_containers_image_is_the_disk_and_oci_names_are_not() -> None:
+    assert present(pod(app(), app("side", image="https://x.example/y.img")).image).location == IMAGE
     assert pod(app(image="nginx:1.27")).image is None
 
 
@@ -86,13 +88,13 @@ def test_only_the_first_containers_image_is_the_disk_and_oci_names_are_not():
         ({"cloudInit": {"metaData": "x"}}, "spec.cloudInit.metaData"),
     ],
 )
-def test_workload_spec_conflicts_and_limits(spec, path):
+def test_workload_spec_conflicts_and_limits(spec: dict[str, Any], path: str) -> None:
     with pytest.raises(SpecError) as caught:
         pod(app(), **spec)
     assert path in {e.path for e in caught.value.errors}
 
 
-def test_user_data_runs_init_containers_in_order_then_apps_side_by_side():
+def test_user_data_runs_init_containers_in_order_then_apps_side_by_side() -> None:
     vp = pod(
         app(
             command=["/bin/sh", "-c"],
@@ -128,7 +130,7 @@ def test_user_data_runs_init_containers_in_order_then_apps_side_by_side():
     ]
 
 
-def test_env_from_a_missing_key_fails_unless_optional():
+def test_env_from_a_missing_key_fails_unless_optional() -> None:
     ref = {"secretKeyRef": {"name": "creds", "key": "token"}}
     vp = pod(app(command=["true"], env=[{"name": "T", "valueFrom": ref}]))
     assert key_refs(vp) == (TOKEN,)
@@ -148,7 +150,7 @@ def test_env_from_a_missing_key_fails_unless_optional():
     assert "export T" not in render_user_data(optional, {})
 
 
-def test_meta_data_and_user_override_and_seed_iso_round_trip():
+def test_meta_data_and_user_override_and_seed_iso_round_trip() -> None:
     vp = pod(app(command=["true"]), name="web", cloudInit={"userData": "#cloud-config\n{}\n"})
     files = seed_files(vp, "8d0c-uid", {})
     assert yaml.safe_load(files.meta_data) == {"instance-id": "8d0c-uid", "local-hostname": "web"}
@@ -160,54 +162,60 @@ def test_meta_data_and_user_override_and_seed_iso_round_trip():
     assert render_meta_data(vp, 'a"b') == 'instance-id: "a\\"b"\nlocal-hostname: "web"\n'
 
 
-def rendered(manifest: dict, settings: Settings | None = None) -> tuple[object, ET.Element]:
+def rendered(
+    manifest: dict[str, Any], settings: Settings | None = None
+) -> tuple[VMPlan, ET.Element]:
     plan = plan_virtualpod(manifest, settings or ALLOWED)
     return plan, ET.fromstring(plan.domain_xml)
 
 
-def test_domain_gets_overlay_seed_and_nic_only_with_an_image():
+def test_domain_gets_overlay_seed_and_nic_only_with_an_image() -> None:
     ports = [{"containerPort": 80, "hostPort": 18080}, {"containerPort": 9000}]
     manifest = virtualpod(app(ports=ports), network="isolated")
     manifest["metadata"]["uid"] = "2b7b3c8e-8f0f-4c61-9a8b-5a1b0e3c9d11"
     plan, root = rendered(manifest)
     disks = root.findall("devices/disk")
-    assert [(d.find("source").get("pool"), d.find("source").get("volume")) for d in disks] == [
+    assert [
+        (present(d.find("source")).get("pool"), present(d.find("source")).get("volume"))
+        for d in disks
+    ] == [
         ("virtualpod-volumes", f"{plan.uuid}-root.qcow2"),
         ("virtualpod-volumes", f"{plan.uuid}-cidata.iso"),
     ]
-    assert [d.find("target").get("dev") for d in disks] == ["vda", "vdb"]
+    assert [present(d.find("target")).get("dev") for d in disks] == ["vda", "vdb"]
     assert disks[1].find("readonly") is not None
     assert disks[0].find("readonly") is None
-    nic = root.find("devices/interface")
-    assert (nic.get("type"), nic.find("source").get("network")) == ("network", "isolated")
-    assert nic.find("mac").get("address") == mac_address(plan.uuid)
-    assert nic.find("model").get("type") == "virtio"
-    assert [p.host_port for p in plan.workload.host_ports] == [18080]
+    nic = present(root.find("devices/interface"))
+    assert (nic.get("type"), present(nic.find("source")).get("network")) == ("network", "isolated")
+    assert present(nic.find("mac")).get("address") == mac_address(plan.uuid)
+    assert present(nic.find("model")).get("type") == "virtio"
+    assert [p.host_port for p in present(plan.workload).host_ports] == [18080]
     _, plain = rendered(virtualpod(container()))
     assert plain.find("devices/disk") is None
     assert plain.find("devices/interface") is None
 
 
-def test_network_from_settings_and_user_mode_needs_no_libvirt_network():
+def test_network_from_settings_and_user_mode_needs_no_libvirt_network() -> None:
     _, root = rendered(virtualpod(app()), replace(ALLOWED, network="user"))
-    nic = root.find("devices/interface")
+    nic = present(root.find("devices/interface"))
     assert nic.get("type") == "user"
     assert nic.find("source") is None
     _, default = rendered(virtualpod(app()))
-    assert default.find("devices/interface/source").get("network") == "default"
+    assert present(default.find("devices/interface/source")).get("network") == "default"
 
 
-def test_ephemeral_storage_reaches_the_plan():
+def test_ephemeral_storage_reaches_the_plan() -> None:
     limits = {"cpu": "1", "memory": "128Mi", "ephemeral-storage": "3Gi"}
     plan, _ = rendered(virtualpod({**app(), "resources": {"limits": limits}}))
-    assert (plan.workload.storage_limit_bytes, plan.workload.storage_request_bytes) == (
+    workload = present(plan.workload)
+    assert (workload.storage_limit_bytes, workload.storage_request_bytes) == (
         3 * 1024**3,
         3 * 1024**3,
     )
 
 
 @pytest.mark.parametrize("network", ["default", "user"])
-def test_workload_domains_define_on_the_test_driver(network):
+def test_workload_domains_define_on_the_test_driver(network: str) -> None:
     conn = libvirt.open("test:///default")
     try:
         manifest = virtualpod(app(), name=f"define-{network}")
@@ -216,7 +224,7 @@ def test_workload_domains_define_on_the_test_driver(network):
         try:
             echoed = ET.fromstring(domain.XMLDesc())
             assert len(echoed.findall("devices/disk")) == 2
-            assert echoed.find("devices/interface").get("type") == (
+            assert present(echoed.find("devices/interface")).get("type") == (
                 "user" if network == "user" else "network"
             )
         finally:
@@ -233,7 +241,9 @@ def test_workload_domains_define_on_the_test_driver(network):
         ("file:///srv/images/../../etc/shadow", ("/srv/images",), "normalized"),
     ],
 )
-def test_a_host_path_image_needs_the_admins_allowed_directory(image, allowed, why):
+def test_a_host_path_image_needs_the_admins_allowed_directory(
+    image: str, allowed: tuple[str, ...], why: str
+) -> None:
     settings = Settings(host_paths=HostPaths(allowed=allowed))
     with pytest.raises(SpecError) as caught:
         plan_virtualpod(virtualpod(app(image=image)), settings)
