@@ -15,7 +15,8 @@ test: setup
 plan: setup
 	.venv/bin/virtualpod plan -f manifests/examples/guaranteed.yaml \
 	  -f manifests/examples/burstable.yaml -f manifests/examples/besteffort.yaml \
-	  -f manifests/examples/multi-container.yaml -f manifests/examples/init-container.yaml
+	  -f manifests/examples/multi-container.yaml -f manifests/examples/init-container.yaml \
+	  -f manifests/examples/workload.yaml
 
 lint: setup
 	.venv/bin/ruff check operator tests bench

@@ -19,7 +19,7 @@ import sys
 import threading
 import urllib.request
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,9 +60,9 @@ def workload(name: str, image: str, **container: Any) -> dict[str, Any]:
 
 async def create_object(env: Env, plural: str, manifest: dict[str, Any]) -> None:
     """A core/v1 object (Secret, ConfigMap) as kubectl would POST it."""
-    url = f"{env.kube.server}/api/v1/namespaces/{env.namespace}/{plural}"
-    async with env.kube.session.post(url, json=manifest, ssl=env.kube.ssl) as response:
-        assert response.status == 201, await response.text()
+    path = f"/api/v1/namespaces/{env.namespace}/{plural}"
+    status, body = await env.kube.request("POST", path, manifest)
+    assert status == 201, body
 
 
 def ready(obj: dict[str, Any] | None) -> dict[str, Any]:
@@ -279,9 +279,19 @@ SERVE = (
 
 
 @pytest.fixture
-def qemu_only(env: Env) -> None:
+async def qemu_only(env: Env) -> AsyncIterator[None]:
+    """Real QEMU only; afterwards this test's volumes are gone even if it failed midway."""
     if env.name != "emulator-qemu":
         pytest.skip("needs real QEMU")
+    yield
+    for operator in env.operators:
+        await operator.stop()
+    storage = Storage(env.hv, env.settings.storage)
+    for namespace, name in env.kube.created:
+        for info in await env.hv.list_domains():
+            if info.name == domain_name(namespace, name):
+                await env.hv.undefine(info.uuid)
+                await storage.delete_vm(info.uuid)
 
 
 @pytest.mark.qemu

@@ -289,7 +289,8 @@ async def _start(ctx: AgentContext, body: Body, plan: VMPlan) -> None:
         raise kopf.TemporaryError(f"cannot start: {error}", delay=10) from error
     if result.started:
         how = "restored from its saved memory" if result.restored else "booted"
-        info(body, reason="Started", message=f"{plan.domain_name} {how}")
+        console = f"console: virtualpod logs {plan.name} -n {plan.namespace}"
+        info(body, reason="Started", message=f"{plan.domain_name} {how}; {console}")
         with contextlib.suppress(HypervisorError):
             await ctx.hv.set_oom_score_adj(plan.uuid, plan.oom_score_adj(ctx.capacity.memory_bytes))
 
