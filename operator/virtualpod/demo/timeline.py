@@ -40,6 +40,8 @@ class Outcome:
     pool: DemoPool | None = None
     domains_left: int | None = None
     running_left: int | None = None
+    #: What the workload VM did (`demo.workload`).
+    workload: str = "not shown"
 
 
 def signal_before(pool: DemoPool, action: Action) -> PoolReading | None:
@@ -148,6 +150,7 @@ def summary(outcome: Outcome) -> list[str]:
         "resumed: " + _classes(resumed),
         f"domains left: {outcome.domains_left}",
         f"left running: {outcome.running_left}",
+        f"workload: {outcome.workload}",
     ]
 
 
