@@ -14,8 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -23,11 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from virtualpod.testing.emulator import serve_emulator, write_kubeconfig
-
-VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
+from virtualpod.testing import KubeClient, OperatorProcess, serve_emulator, write_kubeconfig
 
 
 def manifest(index: int) -> dict[str, Any]:
@@ -65,72 +59,45 @@ def peak_rss_bytes(pid: int) -> int | None:
 
 
 async def run_once(count: int, timeout: float) -> dict[str, Any]:
-    async with serve_emulator() as (url, emu):
+    async with serve_emulator() as (url, emu), KubeClient(url) as kube:
         workdir = Path(tempfile.mkdtemp(prefix="vpod-bench-"))
-        kubeconfig = write_kubeconfig(url, workdir / "kubeconfig")
         settings = workdir / "settings.yaml"
         settings.write_text("hostName: bench\nreserved: {cpu: '0', memory: 0}\n")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "virtualpod.cli",
-            "run",
-            "--standalone",
-            "--config",
-            str(settings),
-            "--libvirt-uri",
-            "test:///default",
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+        operator = OperatorProcess(
+            write_kubeconfig(url, workdir / "kubeconfig"), settings, emulator=emu, capture=False
         )
-        started = time.monotonic()
-        while emu.watchers.get("virtualpod.dev/v1alpha1/virtualpods", 0) == 0:
-            if process.returncode is not None or time.monotonic() - started > 60:
-                raise RuntimeError("the operator did not start")
-            await asyncio.sleep(0.05)
+        await operator.start(timeout=60)
 
         created: dict[str, float] = {}
         running: dict[str, float] = {}
-        async with aiohttp.ClientSession() as session:
 
-            async def follow() -> None:
-                params = {"watch": "true", "resourceVersion": str(emu.resource_version)}
-                async with session.get(
-                    url + VPODS, params=params, timeout=aiohttp.ClientTimeout(total=None)
-                ) as stream:
-                    async for line in stream.content:
-                        obj = json.loads(line)["object"]
-                        name = obj["metadata"]["name"]
-                        if (obj.get("status") or {}).get(
-                            "phase"
-                        ) == "Running" and name not in running:
-                            running[name] = time.monotonic()
-                            if len(running) == count:
-                                return
+        async def follow() -> None:
+            async for event in kube.watch("default", emu.resource_version):
+                obj = event["object"]
+                name = obj["metadata"]["name"]
+                phase = (obj.get("status") or {}).get("phase")
+                if phase == "Running" and name not in running:
+                    running[name] = time.monotonic()
+                    if len(running) == count:
+                        return
 
-            watcher = asyncio.create_task(follow())
-            await asyncio.sleep(0)
-            semaphore = asyncio.Semaphore(32)
+        watcher = asyncio.create_task(follow())
+        await asyncio.sleep(0)
+        semaphore = asyncio.Semaphore(32)
 
-            async def create(index: int) -> None:
-                body = manifest(index)
-                async with semaphore:
-                    created[body["metadata"]["name"]] = time.monotonic()
-                    async with session.post(url + VPODS, json=body) as response:
-                        assert response.status == 201, await response.text()
+        async def create(index: int) -> None:
+            body = manifest(index)
+            async with semaphore:
+                created[body["metadata"]["name"]] = time.monotonic()
+                await kube.create(body)
 
-            t0 = time.monotonic()
-            await asyncio.gather(*(create(i) for i in range(count)))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watcher, timeout)
-            elapsed = time.monotonic() - t0
-        rss = peak_rss_bytes(process.pid)
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 60)
-        except TimeoutError:
-            process.kill()
+        t0 = time.monotonic()
+        await asyncio.gather(*(create(i) for i in range(count)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher, timeout)
+        elapsed = time.monotonic() - t0
+        rss = peak_rss_bytes(operator.pid)
+        await operator.stop(timeout=60)
     latencies = [running[n] - created[n] for n in running]
     return {
         "count": count,

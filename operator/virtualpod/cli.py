@@ -300,11 +300,26 @@ def _add_optional_commands(commands: Any) -> None:
     demo.set_defaults(handler=_lazy("virtualpod.demo.scenario", "cmd_demo"))
 
 
+#: Modules that come with an extra of the package, and that extra.
+EXTRA_MODULES = {"kmock": "testing"}
+
+
 def _lazy(module: str, function: str) -> Any:
     def handler(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         import importlib
 
-        result: int = getattr(importlib.import_module(module), function)(args, out, err)
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            extra = EXTRA_MODULES.get(error.name or "")
+            if extra is None:
+                raise
+            err.write(
+                f"error: `virtualpod {args.command}` needs {error.name}, which comes with "
+                f"an extra: pip install 'virtualpod[{extra}]'\n"
+            )
+            return 1
+        result: int = getattr(loaded, function)(args, out, err)
         return result
 
     return handler

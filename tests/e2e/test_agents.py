@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Env, Operator, unique, vpod
+from tests.e2e.conftest import Env, unique, vpod
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
 from virtualpod.core.binding import NODE_LABEL
@@ -28,6 +28,7 @@ from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.quantity import MIB
 from virtualpod.core.settings import Amount
 from virtualpod.kube.context import Role
+from virtualpod.testing import InProcessOperator
 from virtualpod.testing.hosts import EmulatedHost, EmulatedHosts
 
 GIB = 2**30
@@ -62,7 +63,7 @@ def agent_settings(env: Env, host: EmulatedHost) -> Any:
     )
 
 
-async def start_agent(env: Env, host: EmulatedHost) -> Operator:
+async def start_agent(env: Env, host: EmulatedHost) -> InProcessOperator:
     return await env.start_operator(agent_settings(env, host), role=Role.AGENT)
 
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import replace
 from typing import Any
 
+from tests.e2e.columns import printer_columns
 from tests.e2e.conftest import Env, unique
-from tests.e2e.kube import printer_columns
 from tests.e2e.test_lifecycle import condition, wait_phase
 from tests.waiting import async_wait_for
 from virtualpod.core.settings import PressureSignal

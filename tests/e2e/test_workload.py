@@ -60,9 +60,9 @@ def workload(name: str, image: str, **container: Any) -> dict[str, Any]:
 
 async def create_object(env: Env, plural: str, manifest: dict[str, Any]) -> None:
     """A core/v1 object (Secret, ConfigMap) as kubectl would POST it."""
-    url = f"{env.kube.server}/api/v1/namespaces/{env.namespace}/{plural}"
-    async with env.kube.session.post(url, json=manifest, ssl=env.kube.ssl) as response:
-        assert response.status == 201, await response.text()
+    path = f"/api/v1/namespaces/{env.namespace}/{plural}"
+    status, body = await env.kube.request("POST", path, manifest)
+    assert status == 201, body
 
 
 def ready(obj: dict[str, Any] | None) -> dict[str, Any]:

@@ -6,12 +6,21 @@ import dataclasses
 
 from tests.libvirt.conftest import TEST_URI, VMs
 from virtualpod.core.spec import SuspendMode
-from virtualpod.libvirt.hypervisor import DomainState, HardLimitBelowUsage, Hypervisor, TuneResult
+from virtualpod.libvirt.hypervisor import (
+    DefineResult,
+    DomainInfo,
+    DomainState,
+    HardLimitBelowUsage,
+    Hypervisor,
+    TuneResult,
+)
 
 
 async def test_a_new_domain_is_defined_started_and_observed(hv: Hypervisor, vms: VMs) -> None:
     plan = vms.plan("burstable")
-    result = await hv.sync(plan, oom_score_adj=500)
+    told: list[DefineResult] = []
+    result = await hv.sync(plan, oom_score_adj=500, on_defined=told.append)
+    assert [d.created for d in told] == [True]  # told as it happened, before the start
     assert result.admitted
     assert result.created
     assert result.started is not None
@@ -31,23 +40,28 @@ async def test_a_refused_domain_is_not_defined(hv: Hypervisor, vms: VMs) -> None
     plan = vms.plan("besteffort")
     asked: list[bool] = []
 
-    async def refuse() -> bool:
-        asked.append(True)
+    async def refuse(found: DomainInfo | None) -> bool:
+        asked.append(found is None)
         return False
 
-    result = await hv.sync(plan, admit=refuse)
+    result = await hv.sync(plan, prepare=refuse)
     assert asked == [True]
     assert not result.admitted
     assert not await hv.exists(plan.uuid)
 
 
-async def test_admission_is_asked_only_for_a_new_domain(hv: Hypervisor, vms: VMs) -> None:
+async def test_prepare_sees_the_domain_found(hv: Hypervisor, vms: VMs) -> None:
     plan = await vms.running("besteffort")
+    seen: list[DomainInfo | None] = []
 
-    async def refuse() -> bool:
-        raise AssertionError("an existing domain is not admitted again")
+    async def prepare(found: DomainInfo | None) -> bool:
+        seen.append(found)
+        return True
 
-    assert (await hv.sync(plan, admit=refuse)).admitted
+    assert (await hv.sync(plan, prepare=prepare)).admitted
+    assert len(seen) == 1
+    assert seen[0] is not None
+    assert seen[0].state is DomainState.RUNNING
 
 
 async def test_start_false_keeps_a_stopped_vm_stopped(hv: Hypervisor, vms: VMs) -> None:

@@ -1,8 +1,9 @@
 """One reconcile: make a VirtualPod's domain match the object, idempotently.
 
 What the VM becomes is decided by the core (`plan_virtualpod`, sized from the Pod as
-admitted); how libvirt is driven is `hypervisor`'s. Here: the order of the steps and
-what the status says.
+admitted); libvirt is driven by the shell in one call (`DomainManager.sync`). Here: when
+to call it, admission and the workload's disks (its `prepare` hook), what the status and
+Events say.
 
 * **Keyed by uid.** The domain UUID is the object's uid, so a reconcile that finds the
   domain adopts it (agent restarted mid-create, or a resume): never a second VM.
@@ -15,7 +16,6 @@ what the status says.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping, MutableMapping
 from typing import Any
@@ -37,10 +37,12 @@ from virtualpod.kube.runtime import runtime_status
 from virtualpod.kube.workload import discard_workload, prepare_workload
 from virtualpod.libvirt.host_paths import HostFileMissing, checked_plan
 from virtualpod.libvirt.hypervisor import (
+    DefineResult,
     DomainInfo,
-    DomainNotFound,
     HardLimitBelowUsage,
     HypervisorError,
+    LiveTune,
+    SyncResult,
     Unsupported,
 )
 
@@ -170,42 +172,49 @@ async def _reconcile(
     except HostFileMissing as error:
         raise _host_file_missing(body, patch, conditions, out, error) from error
 
-    hv = ctx.hv
     conditions = set_condition(conditions, "Valid", True, "Valid", "", generation)
     out["qosClass"] = plan.qos_class.value
-    try:
-        found: DomainInfo | None = await hv.lookup(plan.uuid)
-    except DomainNotFound:
-        found = None
-    restart_needed: tuple[str, ...] = ()
-    if found is None:
-        if not await _admit(ctx, body, plan, conditions, out, patch, status):
-            return
-        try:
+    new = defined_now = False
+
+    async def prepare(found: DomainInfo | None) -> bool:
+        """Admit a new VM; get a stopped VM's disks ready before it is (re)defined."""
+        nonlocal new
+        new = found is None
+        if new and not await _admit(ctx, body, plan, conditions, out, patch, status):
+            return False
+        if found is None or not found.active:
             await prepare_workload(ctx, body, patch, conditions, plan)
-            defined = await hv.ensure_defined(plan.domain_xml)
-            ctx.placed.add(plan.uuid)
-        except HypervisorError:
-            await discard_workload(ctx, plan)
-            raise
-        finally:
-            ctx.reserving.pop(plan.uuid, None)
+        return True
+
+    def on_defined(defined: DefineResult) -> None:
+        nonlocal defined_now
+        defined_now = True
+        ctx.placed.add(plan.uuid)
+        ctx.reserving.pop(plan.uuid, None)
         if defined.created:
             info(body, reason="Created", message=f"defined domain {plan.domain_name}")
-        await _start(ctx, body, plan)
-    else:
-        ctx.placed.add(plan.uuid)
-        if not found.active:
-            await prepare_workload(ctx, body, patch, conditions, plan)
-        defined = await hv.ensure_defined(plan.domain_xml)
-        restart_needed = defined.restart_needed
-        if found.active and defined.changed:
-            await _tune_live(ctx, body, plan, found, logger)
-        if not found.active and not found.has_managed_save and plan.uuid not in ctx.suspensions:
-            await _start(ctx, body, plan)
+
+    try:
+        synced = await ctx.hv.sync(
+            plan,
+            start=plan.uuid not in ctx.suspensions,
+            oom_score_adj=plan.oom_score_adj(ctx.capacity.memory_bytes),
+            prepare=prepare,
+            on_defined=on_defined,
+        )
+    except HypervisorError:
+        if new and not defined_now:
+            await discard_workload(ctx, plan)  # a failed first definition leaves nothing
+        raise
+    finally:
+        ctx.reserving.pop(plan.uuid, None)
+    if not synced.admitted or synced.defined is None or synced.info is None:
+        return  # refused: `_admit` wrote why
+    _report_sync(body, plan, synced, logger)
+    restart_needed = synced.defined.restart_needed
     conditions = _scheduled(ctx, conditions, generation)
     conditions = _restart_required(body, conditions, restart_needed, generation)
-    final = runtime_status(await hv.lookup(plan.uuid), ctx, conditions, generation)
+    final = runtime_status(synced.info, ctx, conditions, generation)
     written = {**out, **final}
     ctx.written[plan.uuid] = Written(
         tuple(final["conditions"]), final["phase"], generation, written
@@ -281,50 +290,43 @@ async def _admit(
     return False
 
 
-async def _start(ctx: AgentContext, body: Body, plan: VMPlan) -> None:
-    try:
-        result = await ctx.hv.start(plan.uuid)
-    except HypervisorError as error:
+def _report_sync(body: Body, plan: VMPlan, synced: SyncResult, logger: Logger) -> None:
+    """Events for what `sync` did (`Created` was said as it happened); a failed start is
+    retried later."""
+    if synced.tuned is not None:
+        _report_tuning(body, plan, synced.tuned, logger)
+    if synced.start_error is not None:
+        error = synced.start_error
         warn(body, reason="Failed", message=f"cannot start {plan.domain_name}: {error}")
         raise kopf.TemporaryError(f"cannot start: {error}", delay=10) from error
-    if result.started:
-        how = "restored from its saved memory" if result.restored else "booted"
+    if synced.started is not None and synced.started.started:
+        how = "restored from its saved memory" if synced.started.restored else "booted"
         console = f"console: virtualpod logs {plan.name} -n {plan.namespace}"
         info(body, reason="Started", message=f"{plan.domain_name} {how}; {console}")
-        with contextlib.suppress(HypervisorError):
-            await ctx.hv.set_oom_score_adj(plan.uuid, plan.oom_score_adj(ctx.capacity.memory_bytes))
 
 
-async def _tune_live(
-    ctx: AgentContext, body: Body, plan: VMPlan, found: DomainInfo, logger: Logger
-) -> None:
-    """Apply what libvirt can change on a running VM: shares, quota, memtune, balloon."""
-    hv = ctx.hv
+def _report_tuning(body: Body, plan: VMPlan, tuned: LiveTune, logger: Logger) -> None:
+    """What was applied live (one Event), and why the rest was not."""
     applied: list[str] = []
-    try:
-        await hv.set_cputune(plan.uuid, plan.cputune)
+    if isinstance(tuned.cputune, Unsupported):
+        logger.info(f"cputune not applied live: {tuned.cputune}")
+    elif isinstance(tuned.cputune, HypervisorError):
+        logger.warning(f"cputune not applied live: {tuned.cputune}")
+    else:
         applied.append(f"cpu shares {plan.cputune.shares}, quota {plan.cputune.quota_us}")
-    except Unsupported as error:
-        logger.info(f"cputune not applied live: {error}")
-    except HypervisorError as error:
-        logger.warning(f"cputune not applied live: {error}")
-    try:
-        await hv.set_memtune(plan.uuid, plan.memtune)
+    if isinstance(tuned.memtune, HardLimitBelowUsage):
+        warn(body, reason="Failed", message=f"memory limit not applied: {tuned.memtune}")
+    elif isinstance(tuned.memtune, HypervisorError):
+        warn(body, reason="Failed", message=f"memtune not applied: {tuned.memtune}")
+    else:
         applied.append(
             f"memory hard_limit {_maybe(plan.memtune.hard_limit_bytes)}, "
             f"soft_limit {_maybe(plan.memtune.soft_limit_bytes)}"
         )
-    except HardLimitBelowUsage as error:
-        warn(body, reason="Failed", message=f"memory limit not applied: {error}")
-    except HypervisorError as error:
-        warn(body, reason="Failed", message=f"memtune not applied: {error}")
-    target = plan.size.memory_bytes
-    if target <= found.max_memory_bytes and target != found.memory_bytes:
-        try:
-            await hv.set_balloon(plan.uuid, target)
-            applied.append(f"balloon {format_bytes(target)}")
-        except HypervisorError as error:
-            logger.warning(f"balloon not applied: {error}")
+    if isinstance(tuned.balloon, HypervisorError):
+        logger.warning(f"balloon not applied: {tuned.balloon}")
+    elif tuned.balloon is not None and tuned.balloon_bytes is not None:
+        applied.append(f"balloon {format_bytes(tuned.balloon_bytes)}")
     if applied:
         info(body, reason="Tuned", message="applied live: " + "; ".join(applied))
 

@@ -110,7 +110,7 @@ async def run_operator(
     ready_flag: Any = None,
     pressure: bool = True,
 ) -> None:
-    """Run the operator in the current event loop until stopped (the demo uses this)."""
+    """Run the operator in the current event loop until stopped (`virtualpod run`)."""
     await kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces or (),

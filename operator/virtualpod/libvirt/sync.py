@@ -1,11 +1,12 @@
 """One reconcile, one call: `DomainManager.sync(plan)` makes a domain match its plan.
 
-As KubeVirt's `SyncVMI`: the handler hands over the plan and gets back what libvirt
-did and shows, and decides only when to call and how to report. In order: look up;
-(admit, when the domain is new); define (runtime metadata kept); tune live what changed
-on a running VM; start when stopped (not when saved: resuming is the pressure loop's);
-write the OOM score of a fresh QEMU process; observe. Failures of single steps that do
-not stop the rest (live tuning, the OOM score) are returned, not raised.
+As KubeVirt's `SyncVMI`: the handler hands over the plan and gets back what libvirt did
+and shows, and decides only when to call and how to report. In order: look up; prepare
+(the caller's hook: admission, disks); define (runtime metadata kept); tune live what
+changed on a running VM; start when stopped (not when saved: resuming is the pressure
+loop's); write the OOM score of a fresh QEMU process; observe. Failures of single steps
+that do not stop the rest (live tuning, the start, the OOM score) are returned, not
+raised.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from virtualpod.libvirt.host import Host, OomScoreResult
 from virtualpod.libvirt.live_tuning import LiveTuning, TuneResult
 from virtualpod.libvirt.state import DomainInfo
 
+#: Called before the domain is defined, with what the lookup found; False: stop.
+Prepare = Callable[[DomainInfo | None], Awaitable[bool]]
+
 
 @dataclass(frozen=True)
 class LiveTune:
@@ -34,8 +38,9 @@ class LiveTune:
 
 @dataclass(frozen=True)
 class SyncResult:
-    """What `sync` did and saw. `admitted` False: the domain is new and was refused;
-    nothing else happened. `start_error`: the start failed, `info` is from before it."""
+    """What `sync` did and saw. `admitted` False: `prepare` refused the domain;
+    nothing else happened (and `info`, `defined` are None). `start_error`: why the start
+    failed; `info` is still what libvirt shows after it."""
 
     admitted: bool
     info: DomainInfo | None = None
@@ -77,30 +82,37 @@ class DomainManager(Domains, LiveTuning, Host):
         *,
         start: bool = True,
         oom_score_adj: int | None = None,
-        admit: Callable[[], Awaitable[bool]] | None = None,
+        prepare: Prepare | None = None,
+        on_defined: Callable[[DefineResult], None] | None = None,
     ) -> SyncResult:
         """Make the domain of `plan` match it; idempotent.
 
         `start` False keeps a stopped VM stopped (e.g. suspended by the pressure loop);
-        `admit` is asked before a new domain is defined; `oom_score_adj` is written for
-        a QEMU process this call started.
+        `prepare` is called with what the lookup found (None: a new domain) before the
+        domain is defined, to admit it and get its disks ready (False: refused, stop
+        here); `on_defined` is told at once when the domain is defined (so a caller
+        stopped during a long start still said so); `oom_score_adj` is written for a
+        QEMU process this call started.
         """
         info = await self.lookup_or_none(plan.uuid)
-        if info is None and admit is not None and not await admit():
+        if prepare is not None and not await prepare(info):
             return SyncResult(admitted=False)
         defined = await self.ensure_defined(plan.domain_xml)
+        if on_defined is not None:
+            on_defined(defined)
         tuned = None
         if info is not None and info.active and defined.changed:
             tuned = await self.tune_live(plan, info)
+        started = start_error = oom = None
         if info is None or needs_start(info, allowed=start):
             try:
                 started = await self.start(plan.uuid)
             except HypervisorError as error:
-                return SyncResult(True, info, defined, tuned, start_error=error)
-            oom = await self._oom_score(plan.uuid, oom_score_adj) if started.started else None
-        else:
-            started, oom = None, None
-        return SyncResult(True, await self.lookup(plan.uuid), defined, tuned, started, None, oom)
+                start_error = error
+            if started is not None and started.started:
+                oom = await self._oom_score(plan.uuid, oom_score_adj)
+        observed = await self.lookup(plan.uuid)
+        return SyncResult(True, observed, defined, tuned, started, start_error, oom)
 
     async def tune_live(self, plan: VMPlan, info: DomainInfo) -> LiveTune:
         """Apply what libvirt can change on a running VM: shares, quota, memtune, balloon."""

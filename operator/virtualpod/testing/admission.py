@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from virtualpod.core.quantity import parse_decimal
-from virtualpod.testing.emulator import JSON, ApiError, KubernetesApiEmulator, ResourceSpec
+from virtualpod.testing.emulator import KubernetesApiEmulator
+from virtualpod.testing.objects import JSON, ApiError, ResourceSpec
 
 PODS = "v1/pods"
 LIMIT_RANGES = "v1/limitranges"

@@ -21,7 +21,8 @@ from typing import Any
 from virtualpod.core.companion import RUNTIME_CLASS
 from virtualpod.core.quantity import parse_decimal
 from virtualpod.testing.admission import PODS, TERMINAL_PHASES, pod_request
-from virtualpod.testing.emulator import JSON, KubernetesApiEmulator
+from virtualpod.testing.emulator import KubernetesApiEmulator
+from virtualpod.testing.objects import JSON
 
 NODES = "v1/nodes"
 AFFINITY_MISMATCH = "node(s) didn't match Pod's node affinity/selector"

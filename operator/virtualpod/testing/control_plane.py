@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from virtualpod.testing import admission
 from virtualpod.testing.admission import PODS, StandInPodAdmission
 from virtualpod.testing.binder import StandInBinder
-from virtualpod.testing.emulator import VIRTUALPODS, KubernetesApiEmulator
+from virtualpod.testing.emulator import KubernetesApiEmulator
+from virtualpod.testing.objects import VIRTUALPODS
 
 TICK_SECONDS = 0.05
 
