@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from tests.cluster.conftest import Cluster
-from tests.e2e.conftest import Operator
 from tests.waiting import async_wait_for
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.companion import VIRTUALPOD_LABEL
 from virtualpod.core.domain import domain_name
 from virtualpod.core.settings import Amount, Settings
 from virtualpod.kube.context import Role
+from virtualpod.testing import InProcessOperator
 from virtualpod.testing.hosts import EmulatedHost, EmulatedHosts
 
 #: A small VirtualPod: no disk image (a diskless VM), Burstable.
@@ -38,18 +38,18 @@ class Fleet:
     cluster: Cluster
     hosts: EmulatedHosts
     nodes: list[str]
-    operators: list[Operator] = field(default_factory=list)
+    operators: list[InProcessOperator] = field(default_factory=list)
 
     def host(self, node: str) -> EmulatedHost:
         return self.hosts.hosts[node]
 
-    async def start(self, role: Role, settings: Settings) -> Operator:
-        op = Operator(self.cluster.api_url, settings, self.cluster.emulator, role=role)
+    async def start(self, role: Role, settings: Settings) -> InProcessOperator:
+        op = InProcessOperator(settings, self.cluster.api_url, self.cluster.emulator, role=role)
         self.operators.append(op)
-        await op.start()
+        await op.start(timeout=TIMEOUT)
         return op
 
-    async def agent(self, node: str) -> Operator:
+    async def agent(self, node: str) -> InProcessOperator:
         host = self.host(node)
         settings = replace(
             Settings(),
@@ -60,7 +60,7 @@ class Fleet:
         )
         return await self.start(Role.AGENT, settings)
 
-    async def controller(self) -> Operator:
+    async def controller(self) -> InProcessOperator:
         return await self.start(Role.CONTROLLER, Settings())
 
     def vpod(self, name: str) -> dict[str, Any]:

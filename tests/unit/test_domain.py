@@ -112,7 +112,8 @@ def test_examples_define_on_libvirt_and_read_back(test_driver, example, repo_roo
 
     manifest = yaml.safe_load((repo_root / "manifests/examples" / f"{example}.yaml").read_text())
     manifest["metadata"]["name"] = f"{manifest['metadata']['name']}-define"
-    plan = plan_virtualpod(manifest, Settings())
+    allowed = Settings(host_paths=HostPaths(allowed=("/srv/vm-images",)))  # workload.yaml
+    plan = plan_virtualpod(manifest, allowed)
     domain = test_driver.defineXML(plan.domain_xml)
     try:
         assert domain.UUIDString() == plan.uuid

@@ -19,7 +19,8 @@ import kopf
 from virtualpod.core.admission import allocatable
 from virtualpod.core.binding import node_selector
 from virtualpod.core.settings import Amount, Settings
-from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SuspendMode
+from virtualpod.core.spec import API_GROUP, API_VERSION, KIND
+from virtualpod.core.status import Suspension
 from virtualpod.kube.api import KubeApi, ObjectRef
 from virtualpod.kube.workload import Workloads
 from virtualpod.libvirt.hypervisor import Hypervisor
@@ -64,15 +65,6 @@ class Owner:
 
 
 @dataclass
-class Suspension:
-    """Why the pressure monitor suspended a VM (kept for status until it is resumed)."""
-
-    mode: SuspendMode
-    reason: str
-    message: str
-
-
-@dataclass
 class RestartRecord:
     """Restarts of one VM by this agent."""
 
@@ -92,7 +84,8 @@ class Written:
     conditions: tuple[dict[str, object], ...]
     phase: str | None
     observed_generation: int | None = None
-    #: The whole status written, so the mirror does not write the same again.
+    #: The whole status a reconcile wrote (Kopf applies it after the handler), so the
+    #: mirror does not write the same again.
     status: Mapping[str, object] = field(default_factory=dict)
 
 

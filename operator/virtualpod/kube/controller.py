@@ -173,8 +173,9 @@ async def sync(ctx: ControllerContext, key: Key) -> None:
             await ctx.api().delete(pod_path(*key), pod["metadata"].get("uid"))
         return
     uid = vpod["metadata"].get("uid")
-    wanted = (vpod.get("spec") or {}).get("nodeName")
-    if ctx.bind_to and wanted and wanted != ctx.bind_to:
+    spec = vpod.get("spec")
+    wanted = spec.get("nodeName") if isinstance(spec, Mapping) else None
+    if ctx.bind_to and isinstance(wanted, str) and wanted and wanted != ctx.bind_to:
         return  # one host (role all): a VirtualPod for another node is not ours at all
     try:
         parse_virtualpod(vpod)
