@@ -40,15 +40,19 @@ import yaml
 
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.companion import LIBVIRT_HOST_LABEL
+from virtualpod.core.settings import Settings
+from virtualpod.testing import OperatorProcess
 from virtualpod.testing.control_plane import running_control_plane
 from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator, write_kubeconfig
 
 REPO = Path(__file__).resolve().parents[1]
 VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
 VPODS_KEY = "virtualpod.dev/v1alpha1/virtualpods"
-PODS_KEY = "v1/pods"
 HOSTS = ("bench-node-a", "bench-node-b")
 IN_FLIGHT = 32
+#: How often the stand-in binder and collector pass over every Pod: each pass copies
+#: every object, and this process also serves the API to the three operators.
+CONTROL_PLANE_TICK_S = 0.1
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 #: Nodes large enough for every companion Pod (requests + the RuntimeClass overhead).
@@ -89,6 +93,15 @@ def peak_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """user + system CPU time of a process so far (/proc/PID/stat, clock ticks)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def mib(count: int | None) -> float | None:
     return round(count / 2**20, 1) if count is not None else None
 
@@ -100,9 +113,11 @@ class Process:
     name: str
     process: asyncio.subprocess.Process
     peak_rss: int | None = None
+    cpu_seconds: float | None = None
 
     async def stop(self) -> None:
         self.peak_rss = peak_rss_bytes(self.process.pid)
+        self.cpu_seconds = cpu_seconds(self.process.pid)
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -113,12 +128,14 @@ class Process:
 
 
 async def spawn(name: str, args: Sequence[str], kubeconfig: Path) -> Process:
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    """Start one operator process; its output goes to `<name>.log` next to the kubeconfig."""
+    with (kubeconfig.parent / f"{name.replace(' ', '-')}.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
     return Process(name, process)
 
 
@@ -131,7 +148,7 @@ async def wait_until(
             if one.process.returncode is not None:
                 raise RuntimeError(f"{one.name} exited ({one.process.returncode}) before {what}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
+            raise RuntimeError(f"timed out waiting for {what} (see the processes' logs)")
         await asyncio.sleep(0.05)
 
 
@@ -219,22 +236,31 @@ async def run_bare_kopf(workdir: Path, count: int, timeout: float) -> dict[str, 
                 "bare Kopf to watch",
                 START_TIMEOUT_S,
             )
+            before = time.process_time()
             result = await measure(url, emu, count, timeout)
+            result["benchProcessCPUSeconds"] = round(time.process_time() - before, 1)
         finally:
             await operator.stop()
     result.pop("runningByHost")
     result["peakRSSMiB"] = mib(operator.peak_rss)
+    result["operatorCPUSeconds"] = operator.cpu_seconds
     return result
 
 
 async def register_nodes(url: str) -> None:
-    """The RuntimeClass and one Node per host (no kubelet), as a cluster admin would."""
+    """The RuntimeClass, the controller's Kopf peering and one Node per host (no
+    kubelet), as a cluster admin would."""
     (runtime_class,) = yaml.safe_load_all((REPO / "manifests" / "runtimeclass.yaml").read_text())
     status = {"status": {"capacity": NODE_ALLOCATABLE, "allocatable": NODE_ALLOCATABLE}}
     merge = {"Content-Type": "application/merge-patch+json"}
     async with aiohttp.ClientSession() as session:
         async with session.post(
             f"{url}/apis/node.k8s.io/v1/runtimeclasses", json=runtime_class
+        ) as response:
+            assert response.status == 201, await response.text()
+        peering = {"metadata": {"name": Settings().peering}}
+        async with session.post(
+            f"{url}/apis/kopf.dev/v1/clusterkopfpeerings", json=peering
         ) as response:
             assert response.status == 201, await response.text()
         for host in HOSTS:
@@ -247,44 +273,60 @@ async def register_nodes(url: str) -> None:
                 assert response.status == 200, await response.text()
 
 
+@dataclass
+class Measured:
+    """One `virtualpod run` process of the run: peak RSS and CPU read just before it stops."""
+
+    name: str
+    operator: OperatorProcess
+    peak_rss: int | None = None
+    cpu_seconds: float | None = None
+
+    async def stop(self) -> None:
+        if self.operator.process is not None:
+            self.peak_rss = peak_rss_bytes(self.operator.pid)
+            self.cpu_seconds = cpu_seconds(self.operator.pid)
+        await self.operator.stop(STOP_TIMEOUT_S)
+
+
 async def run_virtualpod(workdir: Path, count: int, timeout: float) -> dict[str, Any]:
+    """Two agents (each its own test driver: a process's `test:///default`) and one
+    controller, started one after the other, each once it watches."""
     settings = workdir / "settings.yaml"
     settings.write_text("reserved: {cpu: '0', memory: 0}\n")
-    run = [sys.executable, "-m", "virtualpod.cli", "run", "--config", str(settings)]
     async with emulator_and_kubeconfig(workdir) as (url, emu, kubeconfig):
         await register_nodes(url)
-        async with running_control_plane(emu):
-            agents = [
-                await spawn(
-                    host,
-                    [
-                        *run,
-                        "--role=agent",
-                        f"--host-name={host}",
-                        "--libvirt-uri=test:///default",
-                    ],
+        roles = [(host, ["--role=agent", f"--host-name={host}"]) for host in HOSTS]
+        roles.append(("controller", ["--role=controller"]))
+        processes = [
+            Measured(
+                name,
+                OperatorProcess(
                     kubeconfig,
-                )
-                for host in HOSTS
-            ]
-            controller = await spawn("controller", [*run, "--role=controller"], kubeconfig)
-            processes = [*agents, controller]
+                    settings,
+                    emulator=emu,
+                    args=args,
+                    standalone=name != "controller",
+                    log=workdir / f"{name}.log",
+                ),
+            )
+            for name, args in roles
+        ]
+        async with running_control_plane(emu, tick=CONTROL_PLANE_TICK_S):
             try:
-                await wait_until(
-                    lambda: (
-                        emu.watchers.get(VPODS_KEY, 0) >= len(processes)
-                        and emu.watchers.get(PODS_KEY, 0) > 0
-                    ),
-                    processes,
-                    "the controller and both agents to watch",
-                    START_TIMEOUT_S,
-                )
+                for one in processes:
+                    await one.operator.start(START_TIMEOUT_S)
+                before = time.process_time()
                 result = await measure(url, emu, count, timeout)
+                # the emulator, the stand-in control plane and the client
+                result["benchProcessCPUSeconds"] = round(time.process_time() - before, 1)
             finally:
                 for one in processes:
                     await one.stop()
+    agents = [one for one in processes if one.name in HOSTS]
     result["agentsPeakRSSMiB"] = {one.name: mib(one.peak_rss) for one in agents}
-    result["controllerPeakRSSMiB"] = mib(controller.peak_rss)
+    result["controllerPeakRSSMiB"] = mib(processes[-1].peak_rss)
+    result["cpuSeconds"] = {one.name: one.cpu_seconds for one in processes}
     return result
 
 

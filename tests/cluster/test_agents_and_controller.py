@@ -46,7 +46,7 @@ class Fleet:
     async def start(self, role: Role, settings: Settings) -> InProcessOperator:
         op = InProcessOperator(settings, self.cluster.api_url, self.cluster.emulator, role=role)
         self.operators.append(op)
-        await op.start()
+        await op.start(timeout=TIMEOUT)
         return op
 
     async def agent(self, node: str) -> InProcessOperator:

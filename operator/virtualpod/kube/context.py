@@ -92,7 +92,8 @@ class Written:
     conditions: tuple[dict[str, object], ...]
     phase: str | None
     observed_generation: int | None = None
-    #: The whole status written, so the mirror does not write the same again.
+    #: The whole status a reconcile wrote (Kopf applies it after the handler), so the
+    #: mirror does not write the same again.
     status: Mapping[str, object] = field(default_factory=dict)
 
 

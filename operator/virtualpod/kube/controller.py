@@ -175,7 +175,7 @@ async def sync(ctx: ControllerContext, key: Key) -> None:
     uid = vpod["metadata"].get("uid")
     spec = vpod.get("spec")
     wanted = spec.get("nodeName") if isinstance(spec, Mapping) else None
-    if ctx.bind_to and wanted and wanted != ctx.bind_to:
+    if ctx.bind_to and isinstance(wanted, str) and wanted and wanted != ctx.bind_to:
         return  # one host (role all): a VirtualPod for another node is not ours at all
     try:
         parse_virtualpod(vpod)

@@ -87,10 +87,12 @@ async def refresh_status(ctx: AgentContext, uuid: str, *, announce_change: bool 
     # The generation the last reconcile handled: also in a mirror write that lands first.
     if last.observed_generation is not None:
         status["observedGeneration"] = last.observed_generation
-    if all(last.status.get(key) == value for key, value in status.items()):
-        return  # what this process wrote last (e.g. the start its own handler reported)
+    if last.status and all(last.status.get(key) == value for key, value in status.items()):
+        return  # what the last reconcile reported (e.g. the start it caused itself)
+    # Not kept for that check: two writes from outside handlers may land out of order,
+    # and the next lifecycle event must then write again.
     ctx.written[uuid] = Written(
-        tuple(status["conditions"]), status["phase"], last.observed_generation, status
+        tuple(status["conditions"]), status["phase"], last.observed_generation
     )
     await patch_status(ctx, owner.ref, status)
 

@@ -22,7 +22,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import kopf
 
@@ -197,7 +197,7 @@ async def running_operator(
 
 @dataclass
 class OperatorProcess:
-    """`virtualpod run --standalone` as a process of its own, on a kubeconfig."""
+    """`virtualpod run` as a process of its own, on a kubeconfig."""
 
     kubeconfig: Path
     config: Path
@@ -206,6 +206,12 @@ class OperatorProcess:
     #: Keep its output (stdout and stderr) for `stop()` to return; else discard it.
     capture: bool = True
     process: asyncio.subprocess.Process | None = None
+    #: More `virtualpod run` options, e.g. `("--role=agent", "--host-name=node-a")`.
+    args: Sequence[str] = ()
+    #: `--standalone` (no Kopf peering); the controller role peers without it.
+    standalone: bool = True
+    #: Write its output to this file instead (for a long run whose output is not read).
+    log: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -214,22 +220,28 @@ class OperatorProcess:
 
     async def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start it and return once it watches VirtualPods (on the emulator)."""
-        output = asyncio.subprocess.PIPE if self.capture else asyncio.subprocess.DEVNULL
-        probe = WatchProbe(self.emulator)
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "virtualpod.cli",
-            "run",
-            "--standalone",
-            "--config",
-            str(self.config),
-            "--libvirt-uri",
-            self.libvirt_uri,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT if self.capture else output,
+        output: int | IO[bytes] = (
+            asyncio.subprocess.PIPE if self.capture else asyncio.subprocess.DEVNULL
         )
+        probe = WatchProbe(self.emulator)
+        with contextlib.ExitStack() as files:
+            if self.log is not None:
+                output = files.enter_context(self.log.open("wb"))
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "virtualpod.cli",
+                "run",
+                *(["--standalone"] if self.standalone else []),
+                "--config",
+                str(self.config),
+                "--libvirt-uri",
+                self.libvirt_uri,
+                *self.args,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT if self.capture or self.log else output,
+            )
 
         async def ready() -> bool:
             if self.process is not None and self.process.returncode is not None:
