@@ -8,9 +8,10 @@ from typing import TextIO
 
 from virtualpod.core.qos import QOSClass
 from virtualpod.core.quantity import format_bytes
+from virtualpod.core.status import Suspension
 from virtualpod.demo.output import Clock, say, table
 from virtualpod.demo.pool import DemoPool, PoolReading
-from virtualpod.kube.context import AgentContext, Suspension
+from virtualpod.kube.context import AgentContext
 from virtualpod.kube.pressure_reporter import StatusReporter
 from virtualpod.pressure.monitor import PressureStatus, mib
 from virtualpod.pressure.policy import VMView
