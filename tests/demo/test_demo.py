@@ -134,6 +134,9 @@ def test_demo_on_the_test_driver_says_what_it_uses(tmp_path: Path) -> None:
     assert "is not reachable" in output
     assert "using the in-process EMULATED Kubernetes API" in output
     assert "measured as configured VM memory (test driver" in output
+    workload = summary(output)["workload"]
+    assert workload == "Running on the test driver with podIP 10.0.2.15 (nothing boots)"
+    assert "deleted virtualpod/hello: the operator removed its domain, overlay and seed" in output
 
 
 def test_demo_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
@@ -185,6 +188,16 @@ def test_demo_on_real_qemu_twice_leaves_nothing_behind(tmp_path: Path) -> None:
         assert f"libvirt: {QEMU_URI}" in result.stdout
         assert re.search(r"Save took \d+\.\d+s", result.stdout)
         assert "measured as RSS of the QEMU processes" in result.stdout
+        # the workload VM booted its image, ran its command with the Secret's value, and
+        # answered on loopback; its console shows the seed it read
+        assert re.search(
+            r"^workload: answered 'hello from a Secret, served by busybox httpd inside a VM' "
+            r"on 127\.0\.0\.1:\d+$",
+            result.stdout,
+            flags=re.M,
+        ), result.stdout
+        assert re.search(r"^  \| VPWORKLOAD SEED instance=\S+ hostname=hello$", result.stdout, re.M)
+        assert re.search(r"^  \| WORKLOAD-SERVING on hello$", result.stdout, re.M)
         conn = libvirt.open(QEMU_URI)
         try:
             names = [dom.name() for dom in conn.listAllDomains(0)]

@@ -38,6 +38,14 @@ async def test_create_runs_the_planned_vm(env: Env) -> None:
     assert status["vm"]["host"] == "e2e-host"
     assert status["vm"]["vcpus"] == plan.size.vcpus
     assert status["observedGeneration"] == 1
+    if env.emulator is not None:  # every stored version: the first Running one says it too
+        first = next(
+            change.obj["status"]
+            for change in env.emulator.store.history
+            if change.obj.get("metadata", {}).get("name") == name
+            and (change.obj.get("status") or {}).get("phase") == "Running"
+        )
+        assert first["observedGeneration"] == 1
     assert present(condition(obj, "Ready"))["status"] == "True"
     assert present(condition(obj, "Scheduled"))["status"] == "True"
     assert "virtualpod.dev/finalizer" in obj["metadata"]["finalizers"]

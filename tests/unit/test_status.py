@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from virtualpod.core.status import agent_fields, condition_status, set_condition
+from virtualpod.core.spec import SuspendMode
+from virtualpod.core.status import (
+    PowerState,
+    Suspension,
+    agent_fields,
+    condition_status,
+    observe,
+    set_condition,
+)
+from virtualpod.libvirt.state import DomainState
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
 
@@ -59,3 +68,78 @@ def test_an_agent_never_writes_the_controllers_fields() -> None:
         "conditions": [],
     }
     assert agent_fields(status) == {"phase": "Running", "conditions": []}
+
+
+PRESSURE = "MemoryPressure"
+HELD_PAUSED = Suspension(SuspendMode.PAUSE, PRESSURE, "memory.available 80Mi")
+HELD_SAVED = Suspension(SuspendMode.SAVE, PRESSURE, "memory.available 80Mi")
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "saved", "suspension", "phase", "why", "mode"),
+    [
+        (PowerState.RUNNING, "booted", False, None, "Running", "Running", None),
+        (PowerState.BLOCKED, "unknown", False, None, "Running", "Running", None),
+        (PowerState.PAUSED, "user", False, None, "Paused", "Paused", None),
+        # a Save in progress pauses the VM: still the monitor's suspension
+        (
+            PowerState.PAUSED,
+            "save",
+            False,
+            HELD_SAVED,
+            "Suspended",
+            PRESSURE,
+            "Save",
+        ),
+        (
+            PowerState.PAUSED,
+            "user",
+            False,
+            HELD_PAUSED,
+            "Suspended",
+            PRESSURE,
+            "Pause",
+        ),
+        (PowerState.PMSUSPENDED, "unknown", False, None, "Paused", "GuestSuspended", None),
+        (PowerState.SHUTOFF, "saved", True, None, "Suspended", "Saved", "Save"),
+        (
+            PowerState.SHUTOFF,
+            "saved",
+            True,
+            HELD_SAVED,
+            "Suspended",
+            PRESSURE,
+            "Save",
+        ),
+        (PowerState.SHUTOFF, "destroyed", False, None, "Failed", "Stopped", None),
+        (PowerState.SHUTOFF, "crashed", False, None, "Failed", "Crashed", None),
+        (PowerState.CRASHED, "panicked", False, None, "Failed", "Crashed", None),
+    ],
+)
+def test_a_domains_state_is_the_virtualpods_phase(
+    state: PowerState,
+    reason: str,
+    saved: bool,
+    suspension: Suspension | None,
+    phase: str,
+    why: str,
+    mode: str | None,
+) -> None:
+    seen = observe(state, reason, saved, suspension)
+    assert (seen.phase, seen.reason, seen.suspend_mode) == (phase, why, mode)
+
+
+def test_libvirts_states_all_have_a_name_in_the_core() -> None:
+    assert [s.name for s in DomainState] == [s.name for s in PowerState]
+
+
+@pytest.mark.parametrize(
+    ("state", "shown"),
+    [
+        (PowerState.BLOCKED, "Running"),
+        (PowerState.SHUTOFF, "Shutoff"),
+        (PowerState.NOSTATE, "NoState"),
+    ],
+)
+def test_status_vm_state_spelling(state: PowerState, shown: str) -> None:
+    assert state.shown == shown

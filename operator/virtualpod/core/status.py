@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
+
+from virtualpod.core.spec import SuspendMode
 
 Conditions = list[dict[str, Any]]
 
@@ -84,3 +88,64 @@ def condition_status(conditions: Iterable[Mapping[str, Any]], type_: str) -> str
 def agent_fields(status: Mapping[str, Any]) -> dict[str, Any]:
     """An agent's status patch without the controller's fields (never overwritten)."""
     return {key: value for key, value in status.items() if key not in CONTROLLER_FIELDS}
+
+
+class PowerState(StrEnum):
+    """A domain's state as libvirt names it (virDomainState), with `status.vm.state`'s
+    spelling as the value."""
+
+    NOSTATE = "NoState"
+    RUNNING = "Running"
+    BLOCKED = "Blocked"
+    PAUSED = "Paused"
+    SHUTDOWN = "ShuttingDown"
+    SHUTOFF = "Shutoff"
+    CRASHED = "Crashed"
+    PMSUSPENDED = "PMSuspended"
+
+    @property
+    def shown(self) -> str:
+        """What `status.vm.state` says: a blocked VM (waiting on I/O) is running."""
+        return PowerState.RUNNING.value if self is PowerState.BLOCKED else self.value
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """Why the pressure monitor suspended a VM (kept for status until it is resumed)."""
+
+    mode: SuspendMode
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Phase, reason and message of a VirtualPod as its domain shows it."""
+
+    phase: str
+    reason: str
+    message: str
+    suspend_mode: str | None = None
+
+
+def observe(
+    state: PowerState, reason: str, has_managed_save: bool, suspension: Suspension | None
+) -> Observed:
+    """A domain's state (and why the pressure monitor holds it) as the VirtualPod phase."""
+    if state in (PowerState.RUNNING, PowerState.BLOCKED):
+        return Observed("Running", "Running", "the VM is running")
+    if state is PowerState.PAUSED:
+        if suspension is not None:
+            # Pause mode, or a Save in progress (libvirt pauses the VM while it writes)
+            mode = suspension.mode.value
+            return Observed("Suspended", suspension.reason, suspension.message, mode)
+        return Observed("Paused", "Paused", f"the VM is paused ({reason})")
+    if state is PowerState.PMSUSPENDED:
+        return Observed("Paused", "GuestSuspended", "the guest suspended itself")
+    if state is PowerState.SHUTOFF and has_managed_save:
+        if suspension is not None:
+            return Observed("Suspended", suspension.reason, suspension.message, "Save")
+        return Observed("Suspended", "Saved", "the VM's memory is saved to disk", "Save")
+    if state is PowerState.CRASHED or reason in ("crashed", "failed"):
+        return Observed("Failed", "Crashed", f"the VM crashed ({reason})")
+    return Observed("Failed", "Stopped", f"the VM is shut off ({reason})")

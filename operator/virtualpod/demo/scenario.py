@@ -46,6 +46,7 @@ from virtualpod.demo.environment import (
 from virtualpod.demo.output import Clock, DemoError, say
 from virtualpod.demo.timeline import Outcome, print_timeline, summary
 from virtualpod.demo.views import phases, print_vm_table, status_of
+from virtualpod.demo.workload import WorkloadDemo
 from virtualpod.libvirt.hypervisor import Hypervisor, HypervisorError
 from virtualpod.testing import (
     ApiRequestError,
@@ -158,7 +159,11 @@ async def run_demo(args: argparse.Namespace, out: TextIO, outcome: Outcome) -> O
     cluster = await choose_cluster(args.kubeconfig, out)
     settings = demo_settings(args, directory, uri)
     if uri == QEMU_URI:
-        say(out, f"guests: diskless {settings.domain_type} VMs (they idle in firmware)")
+        say(
+            out,
+            f"guests: diskless {settings.domain_type} VMs for the pressure story (they idle "
+            "in firmware), then one that boots an image and runs its command",
+        )
     async with contextlib.AsyncExitStack() as stack:
         if cluster is None:
             url, emulator = await stack.enter_async_context(serve_emulator())
@@ -198,6 +203,16 @@ async def run_demo(args: argparse.Namespace, out: TextIO, outcome: Outcome) -> O
         outcome.guaranteed_suspended = any(
             a.qos is QOSClass.GUARANTEED and a.what == "suspended" for a in outcome.actions
         )
+        # The pressure story is over: its VMs and monitor go before the workload VM comes.
+        say(out)
+        say(out, "== cleaning up the pressure story")
+        await cleanup(api, hv, vms, outcome, out)
+        await loop.close()
+        workload = WorkloadDemo(api, api_url, emulator, hv, settings, clock, out)
+        try:
+            await workload.play(directory)
+        finally:
+            outcome.workload = workload.result
         say(out)
         say(out, "== cleaning up")
     return outcome

@@ -8,9 +8,10 @@ from typing import TextIO
 
 from virtualpod.core.qos import QOSClass
 from virtualpod.core.quantity import format_bytes
+from virtualpod.core.status import Suspension
 from virtualpod.demo.output import Clock, say, table
 from virtualpod.demo.pool import DemoPool, PoolReading
-from virtualpod.kube.context import AgentContext, Suspension
+from virtualpod.kube.context import AgentContext
 from virtualpod.kube.pressure_reporter import StatusReporter
 from virtualpod.pressure.monitor import PressureStatus, mib
 from virtualpod.pressure.policy import VMView
@@ -39,6 +40,8 @@ class Outcome:
     pool: DemoPool | None = None
     domains_left: int | None = None
     running_left: int | None = None
+    #: What the workload VM did (`demo.workload`).
+    workload: str = "not shown"
 
 
 def signal_before(pool: DemoPool, action: Action) -> PoolReading | None:
@@ -147,6 +150,7 @@ def summary(outcome: Outcome) -> list[str]:
         "resumed: " + _classes(resumed),
         f"domains left: {outcome.domains_left}",
         f"left running: {outcome.running_left}",
+        f"workload: {outcome.workload}",
     ]
 
 

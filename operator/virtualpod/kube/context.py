@@ -19,7 +19,8 @@ import kopf
 from virtualpod.core.admission import allocatable
 from virtualpod.core.binding import node_selector
 from virtualpod.core.settings import Amount, Settings
-from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SuspendMode
+from virtualpod.core.spec import API_GROUP, API_VERSION, KIND
+from virtualpod.core.status import Suspension
 from virtualpod.kube.api import KubeApi, ObjectRef
 from virtualpod.kube.workload import Workloads
 from virtualpod.libvirt.hypervisor import Hypervisor
@@ -61,15 +62,6 @@ class Owner:
     qos_class: str | None
     oom_score_adj: int | None
     observed_generation: int | None = None
-
-
-@dataclass
-class Suspension:
-    """Why the pressure monitor suspended a VM (kept for status until it is resumed)."""
-
-    mode: SuspendMode
-    reason: str
-    message: str
 
 
 @dataclass

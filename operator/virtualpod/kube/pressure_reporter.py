@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from virtualpod.core.spec import SuspendMode
-from virtualpod.kube.context import AgentContext, Suspension
+from virtualpod.core.status import Suspension
+from virtualpod.kube.context import AgentContext
 from virtualpod.kube.mirror import refresh_quietly
 from virtualpod.kube.reporters import post
 from virtualpod.pressure.monitor import PressureStatus

@@ -3,55 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from virtualpod.core.quantity import format_bytes
-from virtualpod.core.status import set_condition
-from virtualpod.kube.context import AgentContext, Suspension
-from virtualpod.libvirt.hypervisor import DomainInfo, DomainState
-
-STATE_NAMES = {
-    DomainState.NOSTATE: "NoState",
-    DomainState.RUNNING: "Running",
-    DomainState.BLOCKED: "Running",
-    DomainState.PAUSED: "Paused",
-    DomainState.SHUTDOWN: "ShuttingDown",
-    DomainState.SHUTOFF: "Shutoff",
-    DomainState.CRASHED: "Crashed",
-    DomainState.PMSUSPENDED: "PMSuspended",
-}
+from virtualpod.core.status import Observed, PowerState, Suspension, observe, set_condition
+from virtualpod.kube.context import AgentContext
+from virtualpod.libvirt.hypervisor import DomainInfo
 
 
-@dataclass(frozen=True)
-class Observed:
-    """Phase, reason and message of a VirtualPod as its domain shows it."""
-
-    phase: str
-    reason: str
-    message: str
-    suspend_mode: str | None = None
+def power_state(info: DomainInfo) -> PowerState:
+    """libvirt's state in the core's terms (same names)."""
+    return PowerState[info.state.name]
 
 
-def observe(info: DomainInfo, suspension: Suspension | None) -> Observed:
-    """Map a libvirt domain state onto the VirtualPod phase."""
-    if info.state in (DomainState.RUNNING, DomainState.BLOCKED):
-        return Observed("Running", "Running", "the VM is running")
-    if info.state is DomainState.PAUSED:
-        if suspension is not None:
-            # Pause mode, or a Save in progress (libvirt pauses the VM while it writes)
-            mode = suspension.mode.value
-            return Observed("Suspended", suspension.reason, suspension.message, mode)
-        return Observed("Paused", "Paused", f"the VM is paused ({info.reason})")
-    if info.state is DomainState.PMSUSPENDED:
-        return Observed("Paused", "GuestSuspended", "the guest suspended itself")
-    if info.state is DomainState.SHUTOFF and info.has_managed_save:
-        if suspension is not None:
-            return Observed("Suspended", suspension.reason, suspension.message, "Save")
-        return Observed("Suspended", "Saved", "the VM's memory is saved to disk", "Save")
-    if info.state is DomainState.CRASHED or info.reason in ("crashed", "failed"):
-        return Observed("Failed", "Crashed", f"the VM crashed ({info.reason})")
-    return Observed("Failed", "Stopped", f"the VM is shut off ({info.reason})")
+def observe_domain(info: DomainInfo, suspension: Suspension | None) -> Observed:
+    return observe(power_state(info), info.reason, info.has_managed_save, suspension)
 
 
 def vm_status(
@@ -63,7 +29,7 @@ def vm_status(
         "host": host,
         "vcpus": info.vcpus,
         "memory": format_bytes(info.max_memory_bytes),
-        "state": STATE_NAMES.get(info.state, str(info.state)),
+        "state": power_state(info).shown,
         "suspendMode": suspend_mode,
         "restartCount": restart_count,
     }
@@ -76,7 +42,7 @@ def runtime_status(
     generation: int | None,
 ) -> dict[str, Any]:
     """The status block for an existing domain (phase, vm, Ready/Suspended)."""
-    seen = observe(info, ctx.suspensions.get(info.uuid))
+    seen = observe_domain(info, ctx.suspensions.get(info.uuid))
     conds = set_condition(
         conditions, "Ready", seen.phase == "Running", seen.reason, seen.message, generation
     )
