@@ -36,6 +36,7 @@ from virtualpod.testing.waiting import async_wait_for
 T = TypeVar("T")
 
 VPODS_KEY = f"{API_GROUP}/{API_VERSION}/virtualpods"
+PODS_KEY = "v1/pods"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 #: Runs inside the operator once libvirt is open; may return a coroutine to run there.
@@ -43,17 +44,21 @@ ReadyHook = Callable[[AgentContext], Any]
 
 
 class WatchProbe:
-    """Whether an operator started after this probe was made watches VirtualPods."""
+    """Whether an operator started after this probe was made watches the resources."""
 
-    def __init__(self, emulator: KubernetesApiEmulator | None) -> None:
+    def __init__(
+        self, emulator: KubernetesApiEmulator | None, keys: Sequence[str] = (VPODS_KEY,)
+    ) -> None:
         self.emulator = emulator
-        self.baseline = emulator.watches_opened.get(VPODS_KEY, 0) if emulator else 0
+        opened = emulator.watches_opened if emulator else {}
+        self.baseline = {key: opened.get(key, 0) for key in keys}
 
     def watching(self) -> bool | None:
         """True/False on the emulator; None where only the operator itself can tell."""
         if self.emulator is None:
             return None
-        return self.emulator.watches_opened.get(VPODS_KEY, 0) > self.baseline
+        opened = self.emulator.watches_opened
+        return all(opened.get(key, 0) > count for key, count in self.baseline.items())
 
 
 @dataclass
@@ -130,7 +135,8 @@ class InProcessOperator:
             self.prepare(self.ctx)
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
-        probe = WatchProbe(self.emulator)
+        watched = (VPODS_KEY, PODS_KEY) if self.role is Role.CONTROLLER else (VPODS_KEY,)
+        probe = WatchProbe(self.emulator, watched)
         self.thread = threading.Thread(target=self._run, name="operator", daemon=True)
         self.thread.start()
 
