@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import tempfile
 import uuid as uuidlib
@@ -175,7 +176,8 @@ def libvirtd(command: str) -> str:
 @pytest.fixture
 def owned_libvirtd() -> None:
     status = subprocess.run([str(LIBVIRTD_SH), "status"], capture_output=True, text=True)
-    if "libvirtd: running" not in status.stdout or "started here" not in status.stdout:
+    # "libvirtd: running (PID, started here)"; another checkout's daemon is "(not started here)"
+    if not re.search(r"^libvirtd: running \(\d+, started here\)", status.stdout, flags=re.M):
         pytest.skip("libvirtd was not started by scripts/libvirtd.sh: not restarting it")
 
 
