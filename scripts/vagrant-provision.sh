@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Provision the Vagrant box (run as root by `vagrant up`): the project's own install
-# and libvirtd scripts, single-node k3s, the CRD, the operator as a systemd service
-# (`virtualpod run` from the repository's venv: the box has no image registry), the demo
-# VirtualPods, and `virtualpod-pressure-demo`.
+# and libvirtd scripts, single-node k3s, the CRD, the operator's two roles (controller
+# and this host's agent) as systemd services (`virtualpod run` from the repository's
+# venv: the box has no image registry), the demo VirtualPods, and
+# `virtualpod-pressure-demo`.
 # Idempotent: `vagrant provision` re-runs it.
 set -euo pipefail
 
@@ -92,27 +93,43 @@ eviction:
 YAML
 log "domainType: $domain_type (kvm when nested virtualization reaches the box)"
 
-log "the operator as a systemd service"
+log "cluster mode: the RuntimeClass of the companion Pods, this node as a libvirt host"
+kubectl apply -f "$SRC/manifests/runtimeclass.yaml"
+kubectl label node "$(hostname)" virtualpod.dev/libvirt-host=true --overwrite
+
+log "the operator's two roles as systemd services: the controller and this host's agent"
+# One controller replica here, so no peering; the agent serves what is bound to this node.
 ln -sf "$SRC/.venv/bin/virtualpod" /usr/local/bin/virtualpod
-cat >/etc/systemd/system/virtualpod-operator.service <<UNIT
+systemctl disable --now virtualpod-operator.service 2>/dev/null || true
+rm -f /etc/systemd/system/virtualpod-operator.service
+unit() {  # unit NAME DESCRIPTION ARGS...: a systemd service running `virtualpod ARGS`
+    local name=$1 description=$2; shift 2
+    cat >"/etc/systemd/system/$name.service" <<UNIT
 [Unit]
-Description=virtualpod operator (virtualpod run)
+Description=$description
 After=virtualpod-libvirtd.service k3s.service
 Requires=virtualpod-libvirtd.service
 
 [Service]
 Environment=KUBECONFIG=$KUBECONFIG_FILE
 Environment=PYTHONUNBUFFERED=1
-ExecStart=$SRC/.venv/bin/virtualpod run --config $SETTINGS --standalone
+ExecStart=$SRC/.venv/bin/virtualpod $*
 Restart=on-failure
 RestartSec=2
 
 [Install]
 WantedBy=multi-user.target
 UNIT
+}
+unit virtualpod-controller "virtualpod controller (companion Pods, binding)" \
+    run --role=controller --config "$SETTINGS" --standalone
+unit virtualpod-agent "virtualpod agent of this host (its VMs)" \
+    run --role=agent --host-name "$(hostname)" --config "$SETTINGS" --standalone
 systemctl daemon-reload
-systemctl enable virtualpod-operator.service
-systemctl restart virtualpod-operator.service
+for role in controller agent; do
+    systemctl enable "virtualpod-$role.service"
+    systemctl restart "virtualpod-$role.service"
+done
 
 log "demo VirtualPods (one per QoS class)"
 kubectl apply -f "$SRC/manifests/demo/namespace.yaml"
@@ -122,7 +139,7 @@ done
 ln -sf "$SRC/scripts/pressure-demo.sh" /usr/local/bin/virtualpod-pressure-demo
 if ! wait_until 180 sh -c \
     "[ \$(kubectl get vpod -n vpod-demo -o jsonpath='{.items[*].status.phase}' | tr ' ' '\n' | grep -c '^Running$') -eq 3 ]"; then
-    log "the demo VirtualPods are not all Running yet; see: journalctl -u virtualpod-operator"
+    log "the demo VirtualPods are not all Running yet; see: journalctl -u virtualpod-controller -u virtualpod-agent"
 fi
 kubectl get vpod -n vpod-demo
 log "done: vagrant ssh -c 'virtualpod-pressure-demo'"

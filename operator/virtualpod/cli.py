@@ -293,7 +293,10 @@ def _add_optional_commands(commands: Any) -> None:
     logs.add_argument("--libvirt-uri", help="override settings.libvirtURI")
     logs.set_defaults(handler=_lazy("virtualpod.libvirt.console", "cmd_logs"))
 
-    demo = commands.add_parser("demo", help="show sizing, QoS tuning and suspension under pressure")
+    demo = commands.add_parser(
+        "demo",
+        help="show sizing, QoS tuning, suspension under pressure and a workload VM",
+    )
     demo.add_argument("--config", help="operator settings YAML")
     demo.add_argument("--libvirt-uri", help="libvirt URI (default: real QEMU when available)")
     demo.add_argument("--kubeconfig", help="use this cluster instead of the built-in emulator")

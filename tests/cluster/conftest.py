@@ -13,12 +13,10 @@ control plane puts on a Node without a kubelet.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import ssl
-import threading
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import kopf
 import pytest
 import yaml
 
@@ -34,9 +31,10 @@ from tests.waiting import async_wait_for
 from virtualpod.core.companion import LIBVIRT_HOST_LABEL
 from virtualpod.core.lease import HostUsage, lease_body
 from virtualpod.core.settings import Settings
-from virtualpod.kube import controller
+from virtualpod.kube.context import Role
 from virtualpod.testing.control_plane import ControlPlane, running_control_plane
 from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator
+from virtualpod.testing.operator import InProcessOperator
 
 KUBECONFIG = os.environ.get("VIRTUALPOD_E2E_KUBECONFIG")
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -118,65 +116,6 @@ def _real_api(path: str) -> Api:
 
 
 @dataclass
-class ControllerRun:
-    """The controller role in its own thread and event loop, as `virtualpod run` has it."""
-
-    api_url: str | None
-    settings: Settings
-    emulator: KubernetesApiEmulator | None
-    memo: Any = None
-    thread: threading.Thread | None = None
-    error: BaseException | None = None
-    stop_flag: threading.Event = field(default_factory=threading.Event)
-    ready_flag: threading.Event = field(default_factory=threading.Event)
-
-    def _run(self) -> None:
-        registry = kopf.OperatorRegistry()
-        controller.register(registry, with_login=True)
-        settings = kopf.OperatorSettings()
-        settings.process.ultimate_exiting_timeout = None  # never SIGKILL the test process
-        try:
-            asyncio.run(
-                kopf.operator(
-                    clusterwide=True,
-                    standalone=True,
-                    registry=registry,
-                    memo=self.memo,
-                    stop_flag=self.stop_flag,
-                    ready_flag=self.ready_flag,
-                    settings=settings,
-                )
-            )
-        except BaseException as error:
-            self.error = error
-
-    async def start(self) -> None:
-        self.memo = controller.add_to_memo(kopf.Memo(api_url=self.api_url), self.settings)
-        self.thread = threading.Thread(target=self._run, name="controller", daemon=True)
-        self.thread.start()
-
-        async def watching() -> bool:
-            assert self.thread is not None
-            if not self.thread.is_alive():
-                raise AssertionError(f"the controller exited: {self.error!r}")
-            if not self.ready_flag.is_set() or controller.controller(self.memo).rest is None:
-                return False
-            if self.emulator is None:
-                return True
-            watchers = self.emulator.watchers
-            return bool(
-                watchers.get("virtualpod.dev/v1alpha1/virtualpods") and watchers.get("v1/pods")
-            )
-
-        await async_wait_for(watching, timeout=20, what="the controller watching")
-
-    async def stop(self) -> None:
-        self.stop_flag.set()
-        if self.thread is not None:
-            await asyncio.to_thread(self.thread.join, 30)
-
-
-@dataclass
 class Cluster:
     name: str
     api: Api
@@ -187,7 +126,7 @@ class Cluster:
     namespace: str = ""
     #: Paths of cluster-scoped objects to delete afterwards (namespaces take the rest).
     cleanup: list[str] = field(default_factory=list)
-    controllers: list[ControllerRun] = field(default_factory=list)
+    controllers: list[InProcessOperator] = field(default_factory=list)
 
     def path(self, obj: dict[str, Any], name: str | None = None) -> str:
         namespace = obj.get("metadata", {}).get("namespace") or self.namespace
@@ -206,8 +145,11 @@ class Cluster:
             self.cleanup.append(self.path(obj, body["metadata"]["name"]))
         return body  # type: ignore[no-any-return]
 
-    async def start_controller(self, settings: Settings | None = None) -> ControllerRun:
-        run = ControllerRun(self.api_url, settings or Settings(), self.emulator)
+    async def start_controller(self, settings: Settings | None = None) -> InProcessOperator:
+        """The controller role, in this process (the shared operator starter)."""
+        run = InProcessOperator(
+            settings or Settings(), self.api_url, self.emulator, role=Role.CONTROLLER
+        )
         self.controllers.append(run)
         await run.start()
         return run

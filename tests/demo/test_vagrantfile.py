@@ -132,3 +132,22 @@ def test_box_settings_load_and_the_hog_exhausts_the_pool():
     assert touch * 2**20 + demo_vms_at_least > pool - settings.eviction.hard_memory_available_bytes
     # ...and without the hog the demo VMs leave the pool far from its threshold.
     assert pool - 3 * 160 * 2**20 > settings.eviction.hard_memory_available_bytes
+
+
+def test_the_box_runs_both_roles_with_command_lines_virtualpod_run_accepts():
+    """Two systemd units: the controller and this host's agent, as in a cluster."""
+    from virtualpod.cli import build_parser
+
+    text = PROVISION.read_text(encoding="utf-8")
+    units = dict(re.findall(r'^unit (virtualpod-\w+) "[^"]*" \\\n\s+(run [^\n]+)$', text, re.M))
+    assert set(units) == {"virtualpod-controller", "virtualpod-agent"}
+    roles = {}
+    for name, line in units.items():
+        argv = line.replace('"$SETTINGS"', "/etc/virtualpod/settings.yaml")
+        argv = argv.replace('"$(hostname)"', "virtualpod").split()
+        args = build_parser().parse_args(argv)
+        assert args.config == "/etc/virtualpod/settings.yaml"
+        roles[name] = args.role
+    assert roles == {"virtualpod-controller": "controller", "virtualpod-agent": "agent"}
+    assert "manifests/runtimeclass.yaml" in _referenced_from_provisioning("manifests/")
+    assert "virtualpod.dev/libvirt-host=true" in text

@@ -94,7 +94,8 @@ def require(cel: CelValidator | None) -> CelValidator:
 def built_in_objects() -> Iterator[Any]:
     for path in deploy_files():
         for index, doc in enumerate(documents(path)):
-            if doc["kind"] not in ("VirtualPod", "Kustomization"):
+            # ClusterKopfPeering is a custom kind (Kopf's CRD, shipped beside it).
+            if doc["kind"] not in ("VirtualPod", "Kustomization", "ClusterKopfPeering"):
                 yield pytest.param(doc, id=f"{path.relative_to(ROOT)}#{index}")
 
 
@@ -660,32 +661,60 @@ def test_settings_configmap_is_the_defaults_with_the_system_libvirt() -> None:
     assert settings == Settings(libvirt_uri="qemu:///system")
 
 
-def operator_pod() -> dict[str, Any]:
-    return find("DaemonSet", "virtualpod-operator")["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+AGENT, CONTROLLER = "virtualpod-agent", "virtualpod-controller"
 
 
-def test_operator_command_line_is_one_virtualpod_run_accepts() -> None:
-    pod = operator_pod()
-    (operator,) = pod["containers"]
-    argv = [arg.replace("$(HOST_NAME)", "node-1") for arg in operator["args"]]
-    assert operator["command"] == ["virtualpod"]
+def agent_pod() -> dict[str, Any]:
+    return find("DaemonSet", AGENT)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def controller_pod() -> dict[str, Any]:
+    return find("Deployment", CONTROLLER)["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def check_liveness(container: dict[str, Any], url: str) -> None:
+    probe = container["livenessProbe"]["httpGet"]
+    port = {port["name"]: port["containerPort"] for port in container["ports"]}[probe["port"]]
+    assert f"http://0.0.0.0:{port}{probe['path']}" == url
+
+
+def test_agent_command_line_is_one_virtualpod_run_accepts() -> None:
+    (agent,) = agent_pod()["containers"]
+    argv = [arg.replace("$(HOST_NAME)", "node-1") for arg in agent["args"]]
+    assert agent["command"] == ["virtualpod"]
     args = cli.build_parser().parse_args(argv)
+    assert args.role == "agent"
     assert args.config == SETTINGS_PATH
     assert args.host_name == "node-1"
     assert args.standalone is True
-    assert args.liveness == "http://0.0.0.0:8080/healthz"
-    env = {item["name"]: item for item in operator["env"]}
+    env = {item["name"]: item for item in agent["env"]}
     assert env["HOST_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
-    probe = operator["livenessProbe"]["httpGet"]
-    port = {port["name"]: port["containerPort"] for port in operator["ports"]}[probe["port"]]
-    assert f"http://0.0.0.0:{port}{probe['path']}" == args.liveness
+    check_liveness(agent, args.liveness)
 
 
-def test_operator_mounts_its_settings_and_the_libvirt_socket() -> None:
-    pod = operator_pod()
-    (operator,) = pod["containers"]
+def test_controller_command_line_is_one_virtualpod_run_accepts() -> None:
+    deployment = find("Deployment", CONTROLLER)
+    (controller,) = controller_pod()["containers"]
+    args = cli.build_parser().parse_args(controller["args"])
+    assert controller["command"] == ["virtualpod"]
+    assert args.role == "controller"
+    assert args.config == SETTINGS_PATH
+    assert args.standalone is False  # its replicas peer: one is active
+    assert deployment["spec"]["replicas"] >= 2
+    peering = find("ClusterKopfPeering")
+    assert peering["metadata"]["name"] == (args.peering or Settings().peering)
+    find("CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
+    check_liveness(controller, args.liveness)
+
+
+def mounts_of(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    (container,) = pod["containers"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
-    mounts = {mount["mountPath"]: volumes[mount["name"]] for mount in operator["volumeMounts"]}
+    return {mount["mountPath"]: volumes[mount["name"]] for mount in container["volumeMounts"]}
+
+
+def test_agent_mounts_its_settings_and_the_libvirt_socket() -> None:
+    mounts = mounts_of(agent_pod())
     settings_dir, settings_file = SETTINGS_PATH.rsplit("/", 1)
     config = mounts[settings_dir]["configMap"]
     assert config["name"] == "virtualpod-settings"
@@ -694,22 +723,33 @@ def test_operator_mounts_its_settings_and_the_libvirt_socket() -> None:
     assert mounts[socket_dir]["hostPath"]["path"] == socket_dir
 
 
-def test_operator_runs_with_least_privilege() -> None:
-    pod = operator_pod()
-    (operator,) = pod["containers"]
-    context = operator["securityContext"]
+def test_controller_mounts_its_settings_and_nothing_of_the_host() -> None:
+    mounts = mounts_of(controller_pod())
+    assert mounts[SETTINGS_PATH.rsplit("/", 1)[0]]["configMap"]["name"] == "virtualpod-settings"
+    assert not any("hostPath" in volume for volume in mounts.values())
+
+
+@pytest.mark.parametrize(("pod", "account"), [(agent_pod, AGENT), (controller_pod, CONTROLLER)])
+def test_roles_run_with_least_privilege(pod: Any, account: str) -> None:
+    spec = pod()
+    (container,) = spec["containers"]
+    context = container["securityContext"]
     assert context["allowPrivilegeEscalation"] is False
     assert context["readOnlyRootFilesystem"] is True
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert not context.get("privileged")
     for host_namespace in ("hostPID", "hostNetwork", "hostIPC"):
-        assert not pod.get(host_namespace), host_namespace
-    assert pod["serviceAccountName"] == find("ServiceAccount")["metadata"]["name"]
-    assert "memory" in operator["resources"]["limits"]
+        assert not spec.get(host_namespace), host_namespace
+    assert spec["serviceAccountName"] == find("ServiceAccount", account)["metadata"]["name"]
+    assert "memory" in container["resources"]["limits"]
 
 
-def test_priority_classes_exist_for_the_operator_and_the_examples() -> None:
-    wanted = {operator_pod()["priorityClassName"]} | {
+def test_the_controller_runs_as_non_root() -> None:
+    assert controller_pod()["securityContext"]["runAsNonRoot"] is True
+
+
+def test_priority_classes_exist_for_the_roles_and_the_examples() -> None:
+    wanted = {agent_pod()["priorityClassName"], controller_pod()["priorityClassName"]} | {
         doc["spec"]["priorityClassName"]
         for path in EXAMPLES
         for doc in documents(path)
@@ -721,10 +761,10 @@ def test_priority_classes_exist_for_the_operator_and_the_examples() -> None:
 
 # --- RBAC -----------------------------------------------------------------------------
 
-# (apiGroup, resource, verb): every API call the operator makes, and why.
-OPERATOR_API_CALLS = {
-    ("virtualpod.dev", "virtualpods", "list"): "Kopf: initial listing",
-    ("virtualpod.dev", "virtualpods", "watch"): "Kopf: the watch stream",
+# (apiGroup, resource, verb): every API call the agent makes, and why.
+AGENT_API_CALLS = {
+    ("virtualpod.dev", "virtualpods", "list"): "Kopf: initial listing (its node's label)",
+    ("virtualpod.dev", "virtualpods", "watch"): "Kopf: the watch stream (its node's label)",
     ("virtualpod.dev", "virtualpods", "patch"): "Kopf: finalizer, progress annotations",
     ("virtualpod.dev", "virtualpods/status", "patch"): "status and conditions",
     ("", "events", "create"): "kopf.event/info/warn",
@@ -735,6 +775,28 @@ OPERATOR_API_CALLS = {
     ("scheduling.k8s.io", "priorityclasses", "get"): "priorityClassName -> priority",
     ("scheduling.k8s.io", "priorityclasses", "list"): "priorityClassName -> priority",
     ("scheduling.k8s.io", "priorityclasses", "watch"): "priorityClassName -> priority",
+}
+
+# Every API call the controller makes (kube/controller.py), and why.
+CONTROLLER_API_CALLS = {
+    ("virtualpod.dev", "virtualpods", "list"): "Kopf: initial listing",
+    ("virtualpod.dev", "virtualpods", "watch"): "Kopf: the watch stream",
+    ("virtualpod.dev", "virtualpods", "patch"): "the node label and admitted digest",
+    ("virtualpod.dev", "virtualpods", "get"): "re-read after a status write lost a race",
+    ("virtualpod.dev", "virtualpods/status", "patch"): "binding and the Scheduled condition",
+    ("", "pods", "list"): "Kopf: companion Pods (label selector)",
+    ("", "pods", "watch"): "Kopf: companion Pods (label selector)",
+    ("", "pods", "create"): "the companion Pod",
+    ("", "pods", "delete"): "an ended or outdated companion Pod, or its VirtualPod's",
+    ("", "events", "create"): "QuotaExceeded, FailedScheduling, PodRecreated, InvalidSpec",
+    ("coordination.k8s.io", "leases", "list"): "Kopf: the agents' host Leases",
+    ("coordination.k8s.io", "leases", "watch"): "Kopf: the agents' host Leases",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"): "Kopf: resource scanning",
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"): "Kopf: resource scanning",
+    ("kopf.dev", "clusterkopfpeerings", "get"): "Kopf peering",
+    ("kopf.dev", "clusterkopfpeerings", "list"): "Kopf peering",
+    ("kopf.dev", "clusterkopfpeerings", "watch"): "Kopf peering",
+    ("kopf.dev", "clusterkopfpeerings", "patch"): "Kopf peering: keep-alive",
 }
 
 
@@ -748,12 +810,22 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
-def test_rbac_grants_exactly_what_the_operator_uses() -> None:
-    role = find("ClusterRole", "virtualpod-operator")
+@pytest.mark.parametrize(
+    ("name", "calls"), [(AGENT, AGENT_API_CALLS), (CONTROLLER, CONTROLLER_API_CALLS)]
+)
+def test_rbac_grants_each_role_exactly_what_it_uses(
+    name: str, calls: dict[tuple[str, str, str], str]
+) -> None:
+    role = find("ClusterRole", name)
     grants = granted(role)
     assert not any("*" in grant for grant in grants)
-    assert grants == set(OPERATOR_API_CALLS)
+    assert grants == set(calls)
     assert all("resourceNames" not in rule for rule in role["rules"])
+
+
+def test_no_libvirt_host_access_for_the_controller_and_no_pods_for_the_agent() -> None:
+    assert not any(r == "pods" for _, r, _ in granted(find("ClusterRole", AGENT)))
+    assert not any(g == "kopf.dev" for g, _, _ in granted(find("ClusterRole", AGENT)))
 
 
 #: The agent's calls in its own namespace: the host's Lease (PATCH to renew, first create).
@@ -763,10 +835,20 @@ AGENT_LEASE_CALLS = {
 }
 
 
+def subject(account: str) -> list[dict[str, str]]:
+    found = find("ServiceAccount", account)
+    return [
+        {
+            "kind": "ServiceAccount",
+            "name": found["metadata"]["name"],
+            "namespace": found["metadata"]["namespace"],
+        }
+    ]
+
+
 def test_the_agents_lease_role_grants_exactly_its_lease_calls_in_its_namespace() -> None:
     role = find("Role", "virtualpod-agent-leases")
     binding = find("RoleBinding", "virtualpod-agent-leases")
-    account = find("ServiceAccount")
     assert granted(role) == set(AGENT_LEASE_CALLS)
     assert role["metadata"]["namespace"] == binding["metadata"]["namespace"]
     assert role["metadata"]["namespace"] == Settings().namespace == OPERATOR_NAMESPACE
@@ -775,31 +857,19 @@ def test_the_agents_lease_role_grants_exactly_its_lease_calls_in_its_namespace()
         "kind": "Role",
         "name": "virtualpod-agent-leases",
     }
-    assert binding["subjects"] == [
-        {
-            "kind": "ServiceAccount",
-            "name": account["metadata"]["name"],
-            "namespace": account["metadata"]["namespace"],
-        }
-    ]
+    assert binding["subjects"] == subject(AGENT)
 
 
-def test_rbac_is_bound_to_the_operator_service_account() -> None:
-    binding = find("ClusterRoleBinding", "virtualpod-operator")
-    account = find("ServiceAccount")
+@pytest.mark.parametrize("name", [AGENT, CONTROLLER])
+def test_each_role_is_bound_to_its_own_service_account(name: str) -> None:
+    binding = find("ClusterRoleBinding", name)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
-        "name": "virtualpod-operator",
+        "name": name,
     }
-    assert binding["subjects"] == [
-        {
-            "kind": "ServiceAccount",
-            "name": account["metadata"]["name"],
-            "namespace": account["metadata"]["namespace"],
-        }
-    ]
-    assert account["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    assert binding["subjects"] == subject(name)
+    assert find("ServiceAccount", name)["metadata"]["namespace"] == OPERATOR_NAMESPACE
     assert find("Namespace", OPERATOR_NAMESPACE)
 
 

@@ -32,6 +32,7 @@ from virtualpod.pressure.monitor import (
     INTENT_KEY,
     MEMORY_PRESSURE,
     SAVED_OUTSIDE,
+    Action,
     DomainIntentStore,
     Intent,
     Inventory,
@@ -365,9 +366,9 @@ async def test_restart_rolls_back_or_completes_interrupted_actions(fleet: Fleet)
     await hv.suspend(bu.uuid, SuspendMode.SAVE)  # saved; the process died before "done"
     store = DomainIntentStore(hv)
     # Died after recording a suspend it never issued: the VM still runs.
-    await store.put(be.uuid, Intent("suspend", "Save", False, 300 * MI, "pressure"))
+    await store.put(be.uuid, Intent(Action.SUSPEND, "Save", False, 300 * MI, "pressure"))
     # Died in a resume before libvirt restored the VM: still saved.
-    await store.put(bu.uuid, Intent("resume", "Save", False, 300 * MI))
+    await store.put(bu.uuid, Intent(Action.RESUME, "Save", False, 300 * MI))
     reporter = RecordingReporter()
     loop = monitor(fleet, ScriptedSignal(4000 * MI), reporter)
     await loop.reconcile()
@@ -402,7 +403,7 @@ async def test_intents_of_other_loops_are_left_alone(fleet: Fleet, hv: Hyperviso
     try:
         theirs = await other.add("theirs", "BestEffort")
         await hv.suspend(theirs.uuid, SuspendMode.SAVE)
-        await DomainIntentStore(hv).put(theirs.uuid, Intent("suspend", "Save", True, MI))
+        await DomainIntentStore(hv).put(theirs.uuid, Intent(Action.SUSPEND, "Save", True, MI))
         reporter = RecordingReporter()
         await monitor(fleet, ScriptedSignal(4000 * MI), reporter).reconcile()
         assert reporter.names("suspended") == []

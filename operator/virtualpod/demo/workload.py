@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from virtualpod.core.domain import domain_name
 from virtualpod.core.host_paths import HostPaths
+from virtualpod.core.plan import console_log_path as plan_console_path
 from virtualpod.core.settings import Settings
 from virtualpod.demo.environment import NAMESPACE
 from virtualpod.demo.output import Clock, say
@@ -119,11 +120,18 @@ def http_get(port: int) -> str | None:
         return None
 
 
-async def console_lines(hv: Hypervisor, uuid: str) -> list[str]:
+def console_size(settings: Settings) -> int:
+    """How much the VM's console log (appended across runs) holds before it starts."""
+    path = Path(plan_console_path(settings.console_log_dir, domain_name(NAMESPACE, NAME)))
+    return path.stat().st_size if path.exists() else 0
+
+
+async def console_lines(hv: Hypervisor, uuid: str, offset: int) -> list[str]:
+    """This run's console lines worth showing (what was logged after `offset`)."""
     path = console_log_path(await hv.xml(uuid, inactive=True))
     if path is None or not Path(path).exists():
         return []
-    data, _ = read_from(Path(path), 0)
+    data, _ = read_from(Path(path), offset)
     return [
         line.strip()
         for line in data.decode("utf-8", errors="replace").splitlines()
@@ -164,6 +172,7 @@ class WorkloadDemo:
     async def _run(self, settings: Settings, guest: Guest, port: int, real: bool) -> None:
         out, clock = self.out, self.clock
         await self._secret()
+        offset = console_size(settings)
         await self.api.create(manifest(settings, guest, port))
         say(out, f"{clock.stamp()} created virtualpod/{NAME}: image {guest.image}")
         say(out, f"           env GREETING from secret/{SECRET}, hostPort {port} -> 80")
@@ -193,7 +202,7 @@ class WorkloadDemo:
         )
         say(out, f"{clock.stamp()} GET http://127.0.0.1:{port}/ -> {answer.strip()!r}")
         say(out, f"console (virtualpod logs {NAME} -n {NAMESPACE}):")
-        for line in await console_lines(self.hv, vm["uuid"]):
+        for line in await console_lines(self.hv, vm["uuid"], offset):
             say(out, f"  | {line}")
         self.result = f"answered {answer.strip()!r} on 127.0.0.1:{port}"
 

@@ -263,7 +263,8 @@ async def record_binding(ctx: ControllerContext, vpod: JSON, pod: JSON, node: st
     )
     if not recorded:
         extra = {"podName": pod["metadata"]["name"], "nodeName": node, "admitted": admitted}
-        await write_scheduled(ctx, vpod, True, "Scheduled", message, extra=extra)
+        if not await write_scheduled(ctx, vpod, True, "Scheduled", message, extra=extra):
+            return  # lost a race: the next sync writes status, and only then the label
     digest = admitted_digest(admitted)
     labels = meta.get("labels") or {}
     if labels.get(NODE_LABEL) != node or labels.get(ADMITTED_LABEL) != digest:
@@ -284,9 +285,10 @@ async def write_scheduled(
     extra: Mapping[str, Any] | None = None,
     event: str | None = None,
     phase: str | None = None,
-) -> None:
+) -> bool:
     """Set the `Scheduled` condition (and `extra` status fields), against the object's
-    resourceVersion; a Warning Event when the reason or message is new."""
+    resourceVersion; a Warning Event when the reason or message is new. False when the
+    write lost a race with another writer (the object is re-read and synced again)."""
     status = vpod.get("status") or {}
     conditions = status.get("conditions") or []
     current = next((c for c in conditions if c.get("type") == "Scheduled"), None)
@@ -296,7 +298,7 @@ async def write_scheduled(
         current.get("message"),
     ) == ("True" if scheduled else "False", reason, message)
     if same and not extra:
-        return
+        return True
     meta = vpod["metadata"]
     generation = meta.get("generation")
     conditions = set_condition(conditions, "Scheduled", scheduled, reason, message, generation)
@@ -315,9 +317,10 @@ async def write_scheduled(
         fresh = await ctx.api().request("GET", vpod_path(meta["namespace"], meta["name"]))
         ctx.vpods[_key(vpod)] = fresh
         ctx.again.add(_key(vpod))  # sync once more from the fresh object
-        return
+        return False
     if event and not same:
         await post(ctx, vpod, "Warning", event, message)
+    return True
 
 
 async def post(ctx: ControllerContext, vpod: JSON, type_: str, reason: str, message: str) -> None:

@@ -150,7 +150,7 @@ async def _reconcile(
             cgroup_version=ctx.cgroup_version,
             priority_classes=ctx.priority_classes(),
         )
-        plan = checked_plan(plan, ctx.settings)  # spec.boot files, on this host
+        plan = checked_plan(plan, ctx.settings)  # host files (spec.boot, image), on this host
     except SpecError as error:
         message = str(error)
         conditions = set_condition(conditions, "Valid", False, "InvalidSpec", message, generation)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any, TextIO
@@ -24,6 +25,9 @@ from virtualpod.kube import agent, common, controller
 from virtualpod.kube.context import AgentContext, Role, context, make_memo
 
 log = logging.getLogger(__name__)
+
+#: Kopf peering priorities the controller's replicas draw from (1..2**31-1).
+PEERING_PRIORITIES = 2**31 - 1
 
 
 def effective_settings(args: argparse.Namespace) -> Settings:
@@ -104,6 +108,7 @@ async def run_operator(
     namespaces: list[str] | None = None,
     standalone: bool = True,
     peering: str | None = None,
+    priority: int = 0,
     liveness: str | None = None,
     api_url: str | None = None,
     stop_flag: Any = None,
@@ -116,6 +121,7 @@ async def run_operator(
         namespaces=namespaces or (),
         standalone=standalone,
         peering_name=None if standalone else peering,
+        priority=priority,
         liveness_endpoint=liveness,
         registry=build_registry(role),
         memo=build_memo(settings, role, api_url=api_url, pressure=pressure),
@@ -151,6 +157,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 standalone=args.standalone or role is Role.AGENT,
                 # The controller's replicas peer so that one of them is active.
                 peering=(args.peering or settings.peering) if role is Role.CONTROLLER else None,
+                # Peers of equal priority all pause: each replica draws its own.
+                priority=secrets.randbelow(PEERING_PRIORITIES) + 1,
                 liveness=args.liveness,
             )
         )

@@ -218,8 +218,9 @@ class OperatorProcess:
         assert self.process is not None
         return self.process.pid
 
-    async def start(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Start it and return once it watches VirtualPods (on the emulator)."""
+    async def start(self, timeout: float = START_TIMEOUT_S, *, watching: bool = True) -> None:
+        """Start it and return once it watches VirtualPods (on the emulator); at once with
+        `watching=False` (e.g. a controller replica that peering keeps on standby)."""
         output: int | IO[bytes] = (
             asyncio.subprocess.PIPE if self.capture else asyncio.subprocess.DEVNULL
         )
@@ -248,7 +249,10 @@ class OperatorProcess:
                 raise RuntimeError(f"`virtualpod run` exited: {await self.stop()}")
             return probe.watching() is not False
 
-        await async_wait_for(ready, timeout=timeout, what="`virtualpod run` to watch VirtualPods")
+        if watching:
+            await async_wait_for(
+                ready, timeout=timeout, what="`virtualpod run` to watch VirtualPods"
+            )
 
     async def stop(self, timeout: float = STOP_TIMEOUT_S) -> str:
         """SIGTERM (SIGKILL if it hangs); its output, when captured."""
