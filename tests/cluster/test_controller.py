@@ -7,6 +7,7 @@ from typing import Any
 
 from tests.cluster.conftest import GI, Cluster
 from tests.waiting import async_wait_for
+from virtualpod.kube.controller import RECREATE_INTERVAL_SECONDS, controller
 
 
 async def pod_of(cluster: Cluster, name: str) -> dict[str, Any]:
@@ -178,10 +179,13 @@ async def test_a_deleted_pod_is_created_again_on_the_same_node(cluster: Cluster)
     await cluster.node("roomy", memory="64Gi")
     await cluster.api.delete(cluster.pod_path("sticky"), now=True)
 
+    seen = {first["metadata"]["uid"]}
+
     async def replaced() -> dict[str, Any] | None:
         pod = await cluster.api.get(cluster.pod_path("sticky"))
-        if pod is None or pod["metadata"]["uid"] == first["metadata"]["uid"]:
+        if pod is None or pod["metadata"]["uid"] in seen:
             return None
+        seen.add(pod["metadata"]["uid"])
         return pod
 
     again = await async_wait_for(replaced, timeout=15, what="the Pod created again")
@@ -195,6 +199,19 @@ async def test_a_deleted_pod_is_created_again_on_the_same_node(cluster: Cluster)
     vpod = await cluster.api.get(cluster.vpod_path("sticky"))
     assert vpod is not None
     assert vpod["status"]["nodeName"] == node
+
+    # Gone again at once (a node that keeps refusing it): the next one waits its turn.
+    (run,) = cluster.controllers
+    state = controller(run.memo)
+    await cluster.api.delete(cluster.pod_path("sticky"), now=True)
+
+    async def held_back() -> bool:
+        pod = await cluster.api.get(cluster.pod_path("sticky"))
+        return pod is None and (cluster.namespace, "sticky") in state.retries
+
+    await async_wait_for(held_back, timeout=10, what="the re-creation held back")
+    third = await async_wait_for(replaced, timeout=RECREATE_INTERVAL_SECONDS + 10, what="again")
+    assert third["spec"]["nodeName"] == node
 
 
 async def test_new_pods_prefer_the_host_with_the_most_measured_headroom(

@@ -11,7 +11,6 @@ from virtualpod.core.binding import (
     bound_node,
     node_selector,
     serves,
-    sized_manifest,
     with_admitted_resources,
 )
 
@@ -55,25 +54,20 @@ def test_bound_node_is_the_label(body: dict[str, Any], node: str | None) -> None
 
 
 @pytest.mark.parametrize(
-    ("body", "host", "bound_only", "served"),
+    ("body", "host", "served"),
     [
-        # cluster mode: only what is labelled with this host
-        (vpod(node="node-a"), "node-a", True, True),
-        (vpod(node="node-b"), "node-a", True, False),
-        (vpod(), "node-a", True, False),
-        (vpod(spec_node="node-a"), "node-a", True, False),
-        # single host without a controller: unbound ones too, unless spec.nodeName is another
-        (vpod(), "node-a", False, True),
-        (vpod(spec_node="node-a"), "node-a", False, True),
-        (vpod(spec_node="node-b"), "node-a", False, False),
-        # a label always wins over spec.nodeName
-        (vpod(node="node-b", spec_node="node-a"), "node-a", False, False),
+        (vpod(node="node-a"), "node-a", True),
+        (vpod(node="node-b"), "node-a", False),
+        # unbound: nobody's, whatever spec.nodeName says (the controller binds it)
+        (vpod(), "node-a", False),
+        (vpod(spec_node="node-a"), "node-a", False),
+        (vpod(node="node-b", spec_node="node-a"), "node-a", False),
     ],
 )
 def test_an_agent_serves_only_what_is_bound_to_its_host(
-    body: dict[str, Any], host: str, bound_only: bool, served: bool
+    body: dict[str, Any], host: str, served: bool
 ) -> None:
-    assert serves(body, host, bound_only=bound_only) is served
+    assert serves(body, host) is served
 
 
 def test_admitted_resources_replace_the_spec_by_container_name() -> None:
@@ -91,28 +85,5 @@ def test_a_container_the_admitted_pod_lacks_gets_no_resources() -> None:
 
 
 @pytest.mark.parametrize("garbage", [None, "x", {}, {"containers": "x"}, []])
-def test_nothing_admitted_is_no_manifest(garbage: dict[str, str] | list[Any] | str | None) -> None:
+def test_nothing_admitted_is_no_manifest(garbage: object) -> None:
     assert with_admitted_resources(vpod(admitted=garbage)) is None
-
-
-@pytest.mark.parametrize(
-    ("admitted", "bound_only", "resources"),
-    [
-        (ADMITTED, True, ADMITTED_RESOURCES),
-        (ADMITTED, False, ADMITTED_RESOURCES),
-        (None, False, SPEC_RESOURCES),
-        (None, True, None),
-    ],
-)
-def test_the_vm_is_sized_from_the_pod_as_admitted(
-    admitted: dict[str, list[dict[str, Any | str]]] | None,
-    bound_only: bool,
-    resources: dict[str, dict[str, str]] | None,
-) -> None:
-    status: dict[str, Any] = {"admitted": admitted} if admitted else {}
-    manifest = sized_manifest(vpod(node="node-a", **status), bound_only=bound_only)
-    if resources is None:
-        assert manifest is None
-    else:
-        assert manifest is not None
-        assert manifest["spec"]["containers"][0]["resources"] == resources

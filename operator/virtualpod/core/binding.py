@@ -74,28 +74,9 @@ def with_admitted_resources(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return {**body, "spec": spec}
 
 
-def serves(body: Mapping[str, Any], host_name: str, *, bound_only: bool) -> bool:
-    """Whether this host's agent serves the VirtualPod.
+def serves(body: Mapping[str, Any], host_name: str) -> bool:
+    """Whether this host's agent serves the VirtualPod: bound (labelled) to this host.
 
-    Bound (labelled) VirtualPods belong to their node only. Unbound ones are served
-    by nobody when binding is required (cluster mode); in a single host without a
-    controller they belong to this host unless `spec.nodeName` names another.
+    Unbound VirtualPods are nobody's: the controller binds each, also for one host.
     """
-    node = bound_node(body)
-    if node is not None:
-        return node == host_name
-    if bound_only:
-        return False
-    spec = body.get("spec")
-    wanted = spec.get("nodeName") if isinstance(spec, Mapping) else None
-    # an invalid spec or nodeName is ours to report (as Valid=False), not nobody's
-    return not isinstance(wanted, str) or not wanted or wanted == host_name
-
-
-def sized_manifest(body: Mapping[str, Any], *, bound_only: bool) -> Mapping[str, Any] | None:
-    """The manifest the VM is sized from: with the admitted resources when the
-    VirtualPod is admitted; without binding, the spec itself; else None (wait)."""
-    resized = with_admitted_resources(body)
-    if resized is not None:
-        return resized
-    return None if bound_only else body
+    return bound_node(body) == host_name

@@ -18,7 +18,13 @@ from typing import Any
 import yaml
 
 from virtualpod.core.host_paths import HostPaths, allowed_directory_problem, is_within
-from virtualpod.core.quantity import MIB, QuantityError, parse_bytes, parse_cpu_millis
+from virtualpod.core.quantity import (
+    MIB,
+    MILLICPU_PER_CPU,
+    QuantityError,
+    parse_bytes,
+    parse_cpu_millis,
+)
 from virtualpod.core.spec import SuspendMode
 
 
@@ -86,7 +92,7 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    default_container_size: Amount = Amount(cpu_millis=1000, memory_bytes=512 * MIB)
+    default_container_size: Amount = Amount(cpu_millis=MILLICPU_PER_CPU, memory_bytes=512 * MIB)
     padding: Amount = Amount(cpu_millis=0, memory_bytes=64 * MIB)
     vmm_overhead: VMMOverhead = VMMOverhead()
     reserved: Amount = Amount(cpu_millis=0, memory_bytes=512 * MIB)

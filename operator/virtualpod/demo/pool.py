@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
-from virtualpod.core.quantity import MIB
+from virtualpod.core.quantity import GIB, MIB
 from virtualpod.core.spec import SuspendMode
 from virtualpod.demo.output import Clock, DemoError
 from virtualpod.libvirt.hypervisor import Hypervisor, SuspendResult, VMMemory
@@ -18,7 +18,7 @@ from virtualpod.pressure.monitor import Inventory, PoolSignal, SignalReading
 from virtualpod.testing import async_wait_for
 
 #: The pool's allocatable until the demo sizes it from what its VMs use.
-PLENTY_BYTES = 8 * 1024 * MIB
+PLENTY_BYTES = 8 * GIB
 #: How long the demo waits for the monitor's next sample.
 SAMPLE_TIMEOUT_S = 60.0
 #: The VMs' usage has settled when it moved at most this much within the window.

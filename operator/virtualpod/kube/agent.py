@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from virtualpod.core.binding import serves, sized_manifest
+from virtualpod.core.binding import serves, with_admitted_resources
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.quantity import MILLICPU_PER_CPU, format_bytes
 from virtualpod.core.settings import Amount
@@ -44,9 +44,9 @@ PENDING_RETRY_SECONDS = 1.0
 
 
 def served_here(body: kopf.Body, memo: Any, **_: Any) -> bool:
-    """Kopf filter: this agent serves the object (bound here, or unbound without binding)."""
+    """Kopf filter: the object is bound to this agent's host."""
     ctx = context(memo)
-    return serves(body, ctx.host_name, bound_only=ctx.bound_only)
+    return serves(body, ctx.host_name)
 
 
 def serves_workload(body: kopf.Body, memo: Any, **_: Any) -> bool:
@@ -71,7 +71,7 @@ def virtualpods_by_uuid(
     size: tuple[int, int] | None = None
     qos_class: str | None = None
     oom: int | None = None
-    manifest = sized_manifest(body, bound_only=ctx.bound_only)
+    manifest = with_admitted_resources(body)
     if manifest is not None:
         with contextlib.suppress(SpecError):
             plan = plan_virtualpod(dict(manifest), ctx.settings, cgroup_version=ctx.cgroup_version)

@@ -49,7 +49,7 @@ class Owner:
     ref: ObjectRef
     generation: int | None
     deleting: bool
-    #: Served by this host's agent (bound here, or unbound without a controller).
+    #: Bound to this host: served by its agent.
     here: bool
     #: Summed requests of the Pod as admitted (None: not admitted or invalid).
     requests: Amount | None
@@ -98,8 +98,6 @@ class AgentContext:
 
     settings: Settings
     host_name: str
-    #: Serve only VirtualPods bound to this host (cluster mode); else also unbound ones.
-    bound_only: bool = False
     #: Server-side label selector of the VirtualPod watch (the agent role: its node).
     selector: str | None = None
     api_url: str | None = None
@@ -182,7 +180,6 @@ def agent_context(
     return AgentContext(
         settings=settings,
         host_name=host_name,
-        bound_only=True,
         selector=node_selector(host_name) if agent_only else None,
         api_url=api_url,
     )

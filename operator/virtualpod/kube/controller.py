@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -65,6 +66,9 @@ PLURAL = "virtualpods"
 QUOTA_RETRY_SECONDS = 2.0
 #: How soon a sync that failed otherwise (API error, name taken) is tried again.
 ERROR_RETRY_SECONDS = 5.0
+#: A companion Pod is created again on its node at most this often: a node that keeps
+#: refusing it (a kubelet's OutOfmemory, the PodGC) gets no tight loop of Pods and Events.
+RECREATE_INTERVAL_SECONDS = 10.0
 
 Key = tuple[str, str]
 JSON = dict[str, Any]
@@ -86,6 +90,8 @@ class ControllerContext:
     running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     again: set[Key] = field(default_factory=set)
     retries: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+    #: When each VirtualPod's Pod was last created again on its node (monotonic).
+    recreated: dict[Key, float] = field(default_factory=dict)
 
     def kick(self, key: Key) -> None:
         """Sync this VirtualPod soon; if a sync runs, once more after it."""
@@ -212,6 +218,11 @@ async def replace_pod(
     """Create the Pod (deleting an ended or outdated one first); None when refused."""
     api = ctx.api()
     sticky = (vpod.get("status") or {}).get("nodeName") or None
+    if sticky and key in ctx.recreated:
+        wait = RECREATE_INTERVAL_SECONDS - (time.monotonic() - ctx.recreated[key])
+        if wait > 0:
+            ctx.retry(key, wait)
+            return None
     if old is not None:
         await api.delete(pod_path(*key), old["metadata"].get("uid"))
         ctx.pods.pop(key, None)
@@ -238,6 +249,7 @@ async def replace_pod(
         return None
     ctx.pods[key] = created
     if sticky:
+        ctx.recreated[key] = time.monotonic()
         await post(
             ctx,
             vpod,
@@ -386,6 +398,7 @@ def register(registry: kopf.OperatorRegistry, *, with_login: bool = False) -> No
         key = _key(body)
         if event.get("type") == "DELETED":
             ctx.vpods.pop(key, None)
+            ctx.recreated.pop(key, None)
             handle = ctx.retries.pop(key, None)
             if handle is not None:
                 handle.cancel()

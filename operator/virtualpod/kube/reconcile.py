@@ -23,7 +23,7 @@ from typing import Any
 import kopf
 
 from virtualpod.core.admission import insufficient, sum_requests, too_large, unschedulable_message
-from virtualpod.core.binding import sized_manifest
+from virtualpod.core.binding import with_admitted_resources
 from virtualpod.core.domain import domain_uuid
 from virtualpod.core.plan import VMPlan, plan_virtualpod
 from virtualpod.core.quantity import format_bytes
@@ -121,14 +121,6 @@ def placed_requests(ctx: AgentContext, exclude: str) -> Amount:
     return sum_requests(amounts)
 
 
-def _scheduled(ctx: AgentContext, conditions: Conditions, generation: int | None) -> Conditions:
-    """Without a controller the agent places the VM itself and says so (`Scheduled`)."""
-    if ctx.bound_only:
-        return conditions  # the controller's condition
-    message = f"placed on {ctx.host_name}"
-    return set_condition(conditions, "Scheduled", True, "Scheduled", message, generation)
-
-
 async def _reconcile(
     ctx: AgentContext, body: Body, patch: MutableMapping[str, Any], logger: Logger
 ) -> None:
@@ -138,7 +130,7 @@ async def _reconcile(
     conditions: Conditions = list(status.get("conditions") or [])
     out: dict[str, Any] = {"observedGeneration": generation}
     patch.setdefault("status", {})
-    manifest = sized_manifest(body, bound_only=ctx.bound_only)
+    manifest = with_admitted_resources(body)
     if manifest is None:
         conditions = set_condition(
             conditions, "Ready", False, "NotAdmitted", NOT_ADMITTED_MESSAGE, generation
@@ -212,7 +204,6 @@ async def _reconcile(
         return  # refused: `_admit` wrote why
     _report_sync(body, plan, synced, logger)
     restart_needed = synced.defined.restart_needed
-    conditions = _scheduled(ctx, conditions, generation)
     conditions = _restart_required(body, conditions, restart_needed, generation)
     final = runtime_status(synced.info, ctx, conditions, generation)
     written = {**out, **final}
@@ -277,10 +268,6 @@ async def _admit(
                 return True
         phase = "Pending"
     message = unschedulable_message(short)
-    if not ctx.bound_only:
-        conditions = set_condition(
-            conditions, "Scheduled", False, "Unschedulable", message, generation
-        )
     conditions = set_condition(conditions, "Ready", False, "Unschedulable", message, generation)
     patch["status"].update(
         out, phase=phase, reason="Unschedulable", message=message, conditions=conditions

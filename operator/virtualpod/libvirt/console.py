@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TextIO
 
 from virtualpod.core.domain import domain_name
+from virtualpod.core.quantity import KIB
 from virtualpod.core.settings import SettingsError, load_settings
 from virtualpod.libvirt.hypervisor import DomainNotFound, Hypervisor, HypervisorError
 
 FOLLOW_POLL_SECONDS = 0.5
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 64 * KIB
 
 
 def console_log_path(domain_xml: str) -> str | None:

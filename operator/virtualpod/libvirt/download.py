@@ -16,7 +16,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-CHUNK_BYTES = 1024 * 1024
+from virtualpod.core.quantity import MIB
+
+CHUNK_BYTES = MIB
 USER_AGENT = "virtualpod-image-fetch"
 
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from virtualpod.core.image import ImageRef, image_file_name
+from virtualpod.core.quantity import MIB
 from virtualpod.libvirt.download import DownloadFailed, download
 from virtualpod.libvirt.host_paths import check_host_file
 from virtualpod.libvirt.storage import StorageError
@@ -66,7 +67,7 @@ def _check_digest(path: Path, sha256: str) -> None:
 
     digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
+        while chunk := handle.read(MIB):
             digest.update(chunk)
     if digest.hexdigest() != sha256:
         raise StorageError(

@@ -26,6 +26,7 @@ from typing import Any
 import libvirt
 
 from virtualpod.core.image import ImageRef, image_file_name
+from virtualpod.core.quantity import MIB
 from virtualpod.core.settings import StorageSettings
 from virtualpod.core.spec import DiskFormat
 from virtualpod.core.storage import (
@@ -43,7 +44,7 @@ from virtualpod.core.storage import (
 )
 from virtualpod.libvirt.hypervisor import Hypervisor, HypervisorError
 
-UPLOAD_CHUNK_BYTES = 1024 * 1024
+UPLOAD_CHUNK_BYTES = MIB
 
 
 class StorageError(HypervisorError):

@@ -20,7 +20,8 @@ from typing import Any
 
 import libvirt
 
-KIB = 1024
+from virtualpod.core.quantity import KIB
+
 #: What `libvirt.open` was before any `EmulatedHosts` patched it.
 _ORIGINAL_OPEN: Callable[..., Any] = libvirt.open
 #: URI -> the connection kept for that host, while its `EmulatedHosts` is open.
