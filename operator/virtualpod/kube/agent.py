@@ -172,13 +172,15 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
     ctx = context(memo)
     uuid = body_uuid(body)
     ctx.deleting.add(uuid)
-    try:
-        removed = await ctx.hv.undefine(uuid)
-    except HypervisorError as error:
-        ctx.deleting.discard(uuid)
-        warn(body, reason="Failed", message=f"cannot remove the VM: {error}")
-        raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
-    await delete_volumes(ctx, body, uuid)
+    async with ctx.vm_lock(uuid):
+        try:
+            removed = await ctx.hv.undefine(uuid)
+        except HypervisorError as error:
+            ctx.deleting.discard(uuid)
+            warn(body, reason="Failed", message=f"cannot remove the VM: {error}")
+            raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
+        await delete_volumes(ctx, body, uuid)
+    ctx.vm_locks.pop(uuid, None)
     ctx.placed.discard(uuid)
     ctx.suspensions.pop(uuid, None)
     ctx.reserving.pop(uuid, None)

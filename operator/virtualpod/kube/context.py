@@ -114,6 +114,9 @@ class AgentContext:
     written: dict[str, Written] = field(default_factory=dict)
     #: UUIDs a handler is reconciling right now; the mirror re-checks them a bit later.
     busy: set[str] = field(default_factory=set)
+    #: One reconcile or delete of a VM at a time: Kopf runs the Pending timer beside the
+    #: create/update handlers, and two first defines would each count as the creation.
+    vm_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     #: kopf indexes, captured at startup (live views).
     by_uuid: kopf.Index[str, Owner] | None = None
     priority_class_index: kopf.Index[str, int] | None = None
@@ -149,6 +152,10 @@ class AgentContext:
         if self.by_uuid is None or uuid not in self.by_uuid:
             return None
         return next(iter(self.by_uuid[uuid]), None)
+
+    def vm_lock(self, uuid: str) -> asyncio.Lock:
+        """The lock that keeps this VM's reconciles and delete one after another."""
+        return self.vm_locks.setdefault(uuid, asyncio.Lock())
 
     def restart_record(self, uuid: str) -> RestartRecord:
         """This VM's restart record; its count starts from what status last said."""

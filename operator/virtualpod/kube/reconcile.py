@@ -73,18 +73,19 @@ async def reconcile(
     error, and Kopf's retry after a growing delay: never a silent traceback loop.
     """
     uuid = body_uuid(body)
-    ctx.busy.add(uuid)
-    try:
-        await _reconcile(ctx, body, patch, logger)
-    except (kopf.PermanentError, kopf.TemporaryError):
-        raise
-    except Exception as error:
-        message = shorten(f"{type(error).__name__}: {error}")
-        logger.error(f"reconcile failed (attempt {retry + 1}): {message}", exc_info=retry == 0)
-        _reconcile_failed(body, patch, message)
-        raise kopf.TemporaryError(message, delay=reconcile_backoff(retry)) from error
-    finally:
-        ctx.busy.discard(uuid)
+    async with ctx.vm_lock(uuid):
+        ctx.busy.add(uuid)
+        try:
+            await _reconcile(ctx, body, patch, logger)
+        except (kopf.PermanentError, kopf.TemporaryError):
+            raise
+        except Exception as error:
+            message = shorten(f"{type(error).__name__}: {error}")
+            logger.error(f"reconcile failed (attempt {retry + 1}): {message}", exc_info=retry == 0)
+            _reconcile_failed(body, patch, message)
+            raise kopf.TemporaryError(message, delay=reconcile_backoff(retry)) from error
+        finally:
+            ctx.busy.discard(uuid)
 
 
 #: Seconds before the next attempt after an unexpected error, by attempt (last repeats).
