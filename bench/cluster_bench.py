@@ -44,6 +44,7 @@ from virtualpod.core.settings import Settings
 from virtualpod.testing import OperatorProcess
 from virtualpod.testing.control_plane import running_control_plane
 from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator, write_kubeconfig
+from virtualpod.testing.measure import bench_virtualpod, peak_rss_bytes, percentile
 
 REPO = Path(__file__).resolve().parents[1]
 VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
@@ -57,40 +58,6 @@ START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 #: Nodes large enough for every companion Pod (requests + the RuntimeClass overhead).
 NODE_ALLOCATABLE = {"cpu": "1000", "memory": "4Ti", "pods": "10000"}
-
-
-def manifest(index: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "virtualpod.dev/v1alpha1",
-        "kind": "VirtualPod",
-        "metadata": {"name": f"bench-{index:05d}", "namespace": "default"},
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "resources": {
-                        "requests": {"cpu": "10m", "memory": "1Mi"},
-                        "limits": {"cpu": "100m", "memory": "64Mi"},
-                    },
-                }
-            ]
-        },
-    }
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def peak_rss_bytes(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -183,7 +150,7 @@ async def measure(
         semaphore = asyncio.Semaphore(IN_FLIGHT)
 
         async def create(index: int) -> None:
-            body = manifest(index)
+            body = bench_virtualpod(index)
             async with semaphore:
                 created[body["metadata"]["name"]] = time.monotonic()
                 async with session.post(url + VPODS, json=body) as response:

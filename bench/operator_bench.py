@@ -22,40 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from virtualpod.testing import KubeClient, OperatorProcess, serve_emulator, write_kubeconfig
-
-
-def manifest(index: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "virtualpod.dev/v1alpha1",
-        "kind": "VirtualPod",
-        "metadata": {"name": f"bench-{index:05d}", "namespace": "default"},
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "resources": {
-                        "requests": {"cpu": "10m", "memory": "1Mi"},
-                        "limits": {"cpu": "100m", "memory": "64Mi"},
-                    },
-                }
-            ]
-        },
-    }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def peak_rss_bytes(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+from virtualpod.testing.measure import bench_virtualpod, peak_rss_bytes, percentile
 
 
 async def run_once(count: int, timeout: float) -> dict[str, Any]:
@@ -86,7 +53,7 @@ async def run_once(count: int, timeout: float) -> dict[str, Any]:
         semaphore = asyncio.Semaphore(32)
 
         async def create(index: int) -> None:
-            body = manifest(index)
+            body = bench_virtualpod(index)
             async with semaphore:
                 created[body["metadata"]["name"]] = time.monotonic()
                 await kube.create(body)
