@@ -33,21 +33,16 @@ from virtualpod.core.settings import Settings
 from virtualpod.libvirt.hypervisor import Hypervisor
 from virtualpod.pressure.monitor import Inventory, Monitor
 from virtualpod.pressure.policy import PressureState, Sample, VMView, decide
+from virtualpod.testing.measure import percentile
 
 SETTINGS = Settings()
 CLASSES = ("BestEffort", "Burstable", "Guaranteed")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def summary(values: list[float]) -> dict[str, float]:
     return {
-        "p50_ms": round(percentile(values, 50) * 1000, 2),
-        "p99_ms": round(percentile(values, 99) * 1000, 2),
+        "p50_ms": round(percentile(values, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(values, 0.99) * 1000, 2),
         "max_ms": round(max(values) * 1000, 2),
     }
 
