@@ -170,8 +170,10 @@ async def test_disk_from_an_allowed_directory_boots_read_only_unless_writing_is_
     try:
 
         async def reported() -> str:
+            """The log once the guest's write line is complete (it ends in CR LF)."""
             text = log.read_text(errors="replace") if log.exists() else ""
-            return text if "VPDISK WRITE" in text else ""
+            _, found, rest = text.partition("VPDISK WRITE")
+            return text if found and "\n" in rest else ""
 
         seen = await async_wait_for(
             reported, timeout=60, what="the disk guest's write attempt on its serial console"
