@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from virtualpod.core.settings import Settings
 from virtualpod.testing import OperatorProcess
 from virtualpod.testing.control_plane import running_control_plane
 from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator, write_kubeconfig
-from virtualpod.testing.measure import bench_virtualpod, peak_rss_bytes, percentile
+from virtualpod.testing.measure import bench_virtualpod, latency_summary, peak_rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
@@ -171,13 +170,7 @@ async def measure(
         "timedOut": len(running) < count,
         "seconds": round(elapsed, 2),
         "throughputPerSecond": round(len(running) / elapsed, 1) if elapsed else None,
-        "latencySeconds": {
-            "p50": round(percentile(latencies, 0.50), 3),
-            "p99": round(percentile(latencies, 0.99), 3),
-            "mean": round(statistics.fmean(latencies), 3),
-        }
-        if latencies
-        else None,
+        "latencySeconds": latency_summary(latencies),
         "runningByHost": per_host,
     }
 

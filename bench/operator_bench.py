@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from virtualpod.testing import KubeClient, OperatorProcess, serve_emulator, write_kubeconfig
-from virtualpod.testing.measure import bench_virtualpod, peak_rss_bytes, percentile
+from virtualpod.testing.measure import bench_virtualpod, latency_summary, peak_rss_bytes
 
 
 async def run_once(count: int, timeout: float) -> dict[str, Any]:
@@ -71,13 +70,7 @@ async def run_once(count: int, timeout: float) -> dict[str, Any]:
         "running": len(running),
         "seconds": round(elapsed, 2),
         "throughputPerSecond": round(len(running) / elapsed, 1) if elapsed else None,
-        "latencySeconds": {
-            "p50": round(percentile(latencies, 0.50), 3),
-            "p99": round(percentile(latencies, 0.99), 3),
-            "mean": round(statistics.fmean(latencies), 3),
-        }
-        if latencies
-        else None,
+        "latencySeconds": latency_summary(latencies),
         "operatorPeakRSSBytes": rss,
         "operatorPeakRSSMiB": round(rss / 2**20, 1) if rss else None,
         "timedOut": len(running) < count,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,3 +45,14 @@ def peak_rss_bytes(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def latency_summary(latencies: Sequence[float]) -> dict[str, float] | None:
+    """p50, p99 and mean in seconds (rounded to ms), or None when nothing finished."""
+    if not latencies:
+        return None
+    return {
+        "p50": round(percentile(latencies, 0.50), 3),
+        "p99": round(percentile(latencies, 0.99), 3),
+        "mean": round(statistics.fmean(latencies), 3),
+    }
