@@ -52,7 +52,7 @@ HOSTS = ("bench-node-a", "bench-node-b")
 IN_FLIGHT = 32
 #: How often the stand-in binder and collector pass over every Pod: each pass copies
 #: every object, and this process also serves the API to the three operators.
-CONTROL_PLANE_TICK_S = 0.1
+CONTROL_PLANE_TICK_S = 0.05
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 #: Nodes large enough for every companion Pod (requests + the RuntimeClass overhead).

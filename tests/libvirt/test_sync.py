@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from tests.libvirt.conftest import TEST_URI, VMs
+from virtualpod.core.domain import DomainSpec
 from virtualpod.core.spec import SuspendMode
 from virtualpod.libvirt.hypervisor import (
     DefineResult,
@@ -86,6 +87,13 @@ async def test_a_saved_vm_is_left_saved(hv: Hypervisor, vms: VMs) -> None:
     assert not result.info.active
 
 
+def reprioritized(domain: DomainSpec, priority: int) -> DomainSpec:
+    """The same domain with another priority in its metadata: a changed definition."""
+    return dataclasses.replace(
+        domain, metadata=dataclasses.replace(domain.metadata, priority=priority)
+    )
+
+
 async def test_a_changed_plan_is_tuned_live(hv: Hypervisor, vms: VMs, uri: str) -> None:
     plan = await vms.running("burstable")
     soft = plan.memtune.soft_limit_bytes
@@ -93,7 +101,7 @@ async def test_a_changed_plan_is_tuned_live(hv: Hypervisor, vms: VMs, uri: str) 
     changed = dataclasses.replace(
         plan,
         memtune=dataclasses.replace(plan.memtune, soft_limit_bytes=soft * 2),
-        domain_xml=plan.domain_xml.replace("<vpod:priority>0<", "<vpod:priority>3<"),
+        domain=reprioritized(plan.domain, 3),
     )
     result = await hv.sync(changed)
     assert result.tuned is not None
@@ -110,7 +118,7 @@ async def test_a_refused_live_change_is_returned_not_raised(hv: Hypervisor, vms:
     tiny = dataclasses.replace(
         plan,
         memtune=dataclasses.replace(plan.memtune, hard_limit_bytes=1),
-        domain_xml=plan.domain_xml.replace("<vpod:priority>0<", "<vpod:priority>3<"),
+        domain=reprioritized(plan.domain, 3),
     )
     result = await hv.sync(tiny)
     assert result.tuned is not None

@@ -13,7 +13,7 @@ from virtualpod.testing.admission import (
     default_requests_from_limits,
     pod_request,
 )
-from virtualpod.testing.binder import choose
+from virtualpod.testing.binder import choose, usage
 from virtualpod.testing.objects import ApiError
 
 MI = 2**20
@@ -179,17 +179,17 @@ def test_binder_chooses_like_the_scheduler(
     others: list[dict[str, Any]],
     expected: tuple[str | None, str],
 ) -> None:
-    assert choose(candidate, nodes, others) == expected
+    assert choose(candidate, nodes, usage(others)) == expected
 
 
 def test_an_untolerated_taint_keeps_a_pod_off_the_node() -> None:
     tainted = node("a")
     tainted["spec"] = {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]}
-    name, message = choose(pod(), [tainted], [])
+    name, message = choose(pod(), [tainted], {})
     assert name is None
     assert "1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }" in message
     tolerant = pod()
     tolerant["spec"]["tolerations"] = [
         {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    assert choose(tolerant, [tainted], []) == ("a", "")
+    assert choose(tolerant, [tainted], {}) == ("a", "")

@@ -2,8 +2,9 @@
 
 The controller binds a VirtualPod through its companion Pod: it writes
 `status.admitted` (the Pod's containers' resources after admission, e.g. LimitRange
-defaults) and then labels the VirtualPod with its node. An agent serves exactly the
-VirtualPods labelled with its host, and only once `status.admitted` is there.
+defaults) and then labels the VirtualPod with its node, adding the agent's finalizer in
+the same write. An agent serves exactly the VirtualPods labelled with its host, and only
+once `status.admitted` is there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from virtualpod.core.spec import API_GROUP
 
 #: The label an agent's watch selects on: the node the companion Pod is bound to.
 NODE_LABEL = f"{API_GROUP}/node"
+#: The agent's finalizer: a bound VirtualPod goes away only once its VM has.
+FINALIZER = f"{API_GROUP}/finalizer"
 #: The containers lists that carry resources, as in a PodSpec.
 CONTAINER_LISTS = ("containers", "initContainers")
 

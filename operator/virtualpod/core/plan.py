@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from virtualpod.core.disks import workload_disks
 from virtualpod.core.domain import (
@@ -91,8 +92,13 @@ class VMPlan:
     memtune: MemTune
     suspend_mode: SuspendMode
     domain: DomainSpec
-    domain_xml: str
     workload: Workload | None = None
+
+    @cached_property
+    def domain_xml(self) -> str:
+        """The domain as libvirt XML, rendered when first needed (only defining a domain
+        needs it; sizing, admission and the indexes do not)."""
+        return render_domain(self.domain)
 
     @property
     def name(self) -> str:
@@ -142,7 +148,7 @@ def plan_with_real_paths(plan: VMPlan, real: Mapping[str, str]) -> VMPlan:
         image = replace(workload.image, location=real[workload.image.location])
         workload = replace(workload, image=image)
     domain = replace(plan.domain, boot=boot)
-    return replace(plan, domain=domain, domain_xml=render_domain(domain), workload=workload)
+    return replace(plan, domain=domain, workload=workload)
 
 
 def plan_virtualpod(
@@ -208,6 +214,5 @@ def plan_virtualpod(
         memtune=memory,
         suspend_mode=suspend_mode,
         domain=domain,
-        domain_xml=render_domain(domain),
         workload=workload,
     )

@@ -24,7 +24,7 @@ from virtualpod.core.spec import API_GROUP, API_VERSION, SpecError
 from virtualpod.core.status import condition_status
 from virtualpod.kube import common
 from virtualpod.kube.api import KubeApi
-from virtualpod.kube.context import PLURAL, Owner, context, vpod_ref
+from virtualpod.kube.context import PLURAL, AgentContext, Owner, Sizing, context, vpod_ref
 from virtualpod.kube.lease import publish_lease
 from virtualpod.kube.mirror import mirror_lifecycle
 from virtualpod.kube.reconcile import body_uuid, reconcile
@@ -61,24 +61,38 @@ def is_pending(body: kopf.Body, memo: Any, **_: Any) -> bool:
     return served_here(body, memo) and phase == "Pending"
 
 
-def virtualpods_by_uuid(
-    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, memo: Any, **_: Any
-) -> dict[str, Owner]:
-    """Each VirtualPod by domain UUID: its ref, admitted requests, size and status."""
-    ctx = context(memo)
-    uuid = body_uuid(body)
-    requests: Amount | None = None
-    size: tuple[int, int] | None = None
-    qos_class: str | None = None
-    oom: int | None = None
+def sized(ctx: AgentContext, body: kopf.Body) -> Sizing:
+    """The size the VirtualPod's plan gives it, planned again only when its spec
+    (generation) or its admitted resources changed."""
+    uid = str(body.get("metadata", {}).get("uid"))
+    key = (body.get("metadata", {}).get("generation"), (body.get("status") or {}).get("admitted"))
+    known = ctx.sizing.get(uid)
+    if known is not None and known[0] == key:
+        return known[1]
+    sizing = Sizing()
     manifest = with_admitted_resources(body)
     if manifest is not None:
         with contextlib.suppress(SpecError):
             plan = plan_virtualpod(dict(manifest), ctx.settings, cgroup_version=ctx.cgroup_version)
-            requests = plan.requests
-            size = (plan.size.vcpus, plan.size.memory_bytes)
-            qos_class = plan.qos_class.value
-            oom = plan.oom_score_adj(ctx.capacity.memory_bytes)
+            sizing = Sizing(
+                plan.requests,
+                (plan.size.vcpus, plan.size.memory_bytes),
+                plan.qos_class.value,
+                plan.oom_score_adj(ctx.capacity.memory_bytes),
+            )
+    ctx.sizing[uid] = (key, sizing)
+    return sizing
+
+
+async def virtualpods_by_uuid(
+    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, memo: Any, **_: Any
+) -> dict[str, Owner]:
+    """Each VirtualPod by domain UUID: its ref, admitted requests, size and status.
+
+    Async, as every handler here: Kopf runs a sync one in a thread, once per watch event."""
+    ctx = context(memo)
+    uuid = body_uuid(body)
+    sizing = sized(ctx, body)
     conditions = tuple(dict(c) for c in status.get("conditions") or [])
     return {
         uuid: Owner(
@@ -86,20 +100,20 @@ def virtualpods_by_uuid(
             generation=meta.get("generation"),
             deleting=bool(meta.get("deletionTimestamp")),
             here=served_here(body, memo),
-            requests=requests,
-            size=size,
+            requests=sizing.requests,
+            size=sizing.size,
             phase=status.get("phase"),
             conditions=conditions,
             restart_required=condition_status(conditions, "RestartRequired") == "True",
             restart_count=(status.get("vm") or {}).get("restartCount") or 0,
-            qos_class=qos_class,
-            oom_score_adj=oom,
+            qos_class=sizing.qos_class,
+            oom_score_adj=sizing.oom_score_adj,
             observed_generation=status.get("observedGeneration"),
         )
     }
 
 
-def priority_class_values(name: str, body: kopf.Body, **_: Any) -> dict[str, int]:
+async def priority_class_values(name: str, body: kopf.Body, **_: Any) -> dict[str, int]:
     value = body.get("value", 0)
     return {name: int(value) if isinstance(value, int) else 0}
 
@@ -181,6 +195,7 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
             raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
         await delete_volumes(ctx, body, uuid)
     ctx.vm_locks.pop(uuid, None)
+    ctx.sizing.pop(str(body.get("metadata", {}).get("uid")), None)
     ctx.placed.discard(uuid)
     ctx.suspensions.pop(uuid, None)
     ctx.reserving.pop(uuid, None)
@@ -206,7 +221,12 @@ def register(registry: kopf.OperatorRegistry) -> None:
     kopf.on.create(**vpods, when=served_here)(reconcile_virtualpod)
     kopf.on.update(**vpods, when=served_here)(reconcile_virtualpod)
     kopf.on.resume(**vpods, when=served_here)(reconcile_virtualpod)
-    kopf.timer(**vpods, interval=PENDING_RETRY_SECONDS, when=is_pending)(retry_pending)
+    kopf.timer(
+        **vpods,
+        interval=PENDING_RETRY_SECONDS,
+        initial_delay=PENDING_RETRY_SECONDS,  # the create/update handler goes first
+        when=is_pending,
+    )(retry_pending)
     kopf.on.delete(**vpods, when=served_here)(delete_virtualpod)
     kopf.timer(
         **vpods,

@@ -7,23 +7,29 @@ from typing import Any
 
 import kopf
 
-from virtualpod.core.spec import API_GROUP
+from virtualpod.core.binding import FINALIZER
 from virtualpod.kube.api import REPORTING_COMPONENT, reporting_instance
 
-FINALIZER = f"{API_GROUP}/finalizer"
+#: Where Kopf keeps its handlers' progress and the last handled spec (the CRD preserves
+#: `status.kopf`).
+PROGRESS_FIELD = "status.kopf.progress"
+DIFFBASE_FIELD = "status.kopf.last-handled-configuration"
 
 
 def configure(settings: kopf.OperatorSettings, instance: str) -> None:
-    """Kopf's own features: annotations for progress, a named finalizer, Event posting.
+    """Kopf's own features: its bookkeeping in status, a named finalizer, Event posting.
+
+    Handler progress and the last handled spec go into `status.kopf` (which the CRD
+    preserves), not annotations: a handler's status and Kopf's bookkeeping are then one
+    write, one watch event for every watcher, instead of a status PATCH and a metadata
+    PATCH per handled change.
 
     Handler Events say who acted, like the ones posted outside handlers: component
     `virtualpod`, this host as the instance (`kubectl describe`: `From: virtualpod, HOST`).
     """
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field=PROGRESS_FIELD)
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field=DIFFBASE_FIELD)
     settings.posting.enabled = True
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = REPORTING_COMPONENT

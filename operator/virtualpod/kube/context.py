@@ -43,6 +43,18 @@ class Role(StrEnum):
 
 
 @dataclass(frozen=True)
+class Sizing:
+    """What a VirtualPod's plan says about its size, for the index (None: not admitted
+    yet, or invalid)."""
+
+    requests: Amount | None = None
+    #: (vCPUs, memory bytes).
+    size: tuple[int, int] | None = None
+    qos_class: str | None = None
+    oom_score_adj: int | None = None
+
+
+@dataclass(frozen=True)
 class Owner:
     """A VirtualPod as the agent's index keeps it, by domain UUID."""
 
@@ -117,6 +129,9 @@ class AgentContext:
     #: One reconcile or delete of a VM at a time: Kopf runs the Pending timer beside the
     #: create/update handlers, and two first defines would each count as the creation.
     vm_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    #: What the index computed per VirtualPod uid, keyed by (generation, admitted): the
+    #: index runs on every watch event, most of which change neither.
+    sizing: dict[str, tuple[object, Sizing]] = field(default_factory=dict)
     #: kopf indexes, captured at startup (live views).
     by_uuid: kopf.Index[str, Owner] | None = None
     priority_class_index: kopf.Index[str, int] | None = None

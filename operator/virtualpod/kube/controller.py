@@ -12,16 +12,18 @@ VirtualPod never overlap and coalesce while one runs.
 * **Binding in order.** Once the Pod is bound: status (`podName`, `nodeName`, `admitted`
   = the Pod's resources as admitted, `Scheduled=True`) first, then the label
   `virtualpod.dev/node` (with a digest of `admitted` as a label: Kopf handlers
-  react to metadata, not status), so an agent never sees a labelled VirtualPod without
-  `status.admitted`, and sees every new one. Status is written with the object's
-  resourceVersion: a stale view gets 409 and is re-read, so the agent's conditions are
-  never dropped.
+  react to metadata, not status) and the agent's finalizer, so an agent never sees a
+  labelled VirtualPod without `status.admitted` or its finalizer, and sees every new
+  one. Both writes carry the object's resourceVersion, so the agent's conditions and
+  other finalizers are never dropped: a stale view gets 409 and the sync waits for the
+  watch to bring the newer object (a 409 means there is one), which syncs again.
 * **Sticky.** A deleted or evicted Pod is created again bound to `status.nodeName` (the
   VM is untouched; an Event says so). Changed resources replace the Pod on its node.
 * **Usage-aware.** New Pods get a preferred node affinity from the agents' Leases.
-* Without a finalizer: deleting a VirtualPod deletes its Pod (owner references would,
-  too). Only watch events are paused by Kopf peering; a retry already scheduled
-  then finds the same state and makes the same (idempotent) writes.
+* No finalizer of its own: deleting a VirtualPod deletes its Pod (owner references
+  would, too); the agent's finalizer holds a bound VirtualPod until its VM is gone.
+  Only watch events are paused by Kopf peering; a retry already scheduled then finds
+  the same state and makes the same (idempotent) writes.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, cast
 
 import kopf
 
-from virtualpod.core.binding import NODE_LABEL
+from virtualpod.core.binding import FINALIZER, NODE_LABEL
 from virtualpod.core.companion import (
     ADMITTED_LABEL,
     VIRTUALPOD_LABEL,
@@ -69,6 +71,11 @@ ERROR_RETRY_SECONDS = 5.0
 #: A companion Pod is created again on its node at most this often: a node that keeps
 #: refusing it (a kubelet's OutOfmemory, the PodGC) gets no tight loop of Pods and Events.
 RECREATE_INTERVAL_SECONDS = 10.0
+#: A new Pod the scheduler has neither bound nor refused within this long gets
+#: `Scheduled=False` / `Scheduling` on its VirtualPod. kube-scheduler usually binds in
+#: milliseconds: writing that condition for every new Pod would be one more status write
+#: (and watch event for every watcher) per VirtualPod, for a state nobody gets to see.
+SCHEDULING_GRACE_SECONDS = 2.0
 
 Key = tuple[str, str]
 JSON = dict[str, Any]
@@ -92,6 +99,26 @@ class ControllerContext:
     retries: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     #: When each VirtualPod's Pod was last created again on its node (monotonic).
     recreated: dict[Key, float] = field(default_factory=dict)
+    #: When this controller created each VirtualPod's Pod (monotonic).
+    created: dict[Key, float] = field(default_factory=dict)
+    #: Each VirtualPod's spec error ("" when valid) by (uid, generation): a sync runs on
+    #: every change of the object or its Pod, the spec changes far less often.
+    spec_errors: dict[Key, tuple[tuple[object, object], str]] = field(default_factory=dict)
+
+    def spec_error(self, vpod: JSON) -> str:
+        """Why the VirtualPod's spec is invalid, or "" (parsed once per generation)."""
+        meta = vpod["metadata"]
+        version = (meta.get("uid"), meta.get("generation"))
+        known = self.spec_errors.get(_key(vpod))
+        if known is not None and known[0] == version:
+            return known[1]
+        try:
+            parse_virtualpod(vpod)
+            error = ""
+        except SpecError as invalid:
+            error = str(invalid)
+        self.spec_errors[_key(vpod)] = (version, error)
+        return error
 
     def kick(self, key: Key) -> None:
         """Sync this VirtualPod soon; if a sync runs, once more after it."""
@@ -120,6 +147,11 @@ class ControllerContext:
         if key not in self.retries:
             loop = asyncio.get_running_loop()
             self.retries[key] = loop.call_later(delay, self._retry_now, key)
+
+    def cancel_retry(self, key: Key) -> None:
+        handle = self.retries.pop(key, None)
+        if handle is not None:
+            handle.cancel()
 
     def _retry_now(self, key: Key) -> None:
         self.retries.pop(key, None)
@@ -183,11 +215,10 @@ async def sync(ctx: ControllerContext, key: Key) -> None:
     wanted = spec.get("nodeName") if isinstance(spec, Mapping) else None
     if ctx.bind_to and isinstance(wanted, str) and wanted and wanted != ctx.bind_to:
         return  # one host (role all): a VirtualPod for another node is not ours at all
-    try:
-        parse_virtualpod(vpod)
-    except SpecError as error:
+    error = ctx.spec_error(vpod)
+    if error:
         await write_scheduled(
-            ctx, vpod, False, "InvalidSpec", str(error), event="InvalidSpec", phase="Failed"
+            ctx, vpod, False, "InvalidSpec", error, event="InvalidSpec", phase="Failed"
         )
         return
     if pod is not None and not owned_by(pod, uid):
@@ -202,12 +233,19 @@ async def sync(ctx: ControllerContext, key: Key) -> None:
             return
         seen = placement(pod)
     if seen.state is PodState.BOUND and pod is not None and seen.node is not None:
+        ctx.created.pop(key, None)
+        ctx.cancel_retry(key)
         await record_binding(ctx, vpod, pod, seen.node)
     elif seen.state is PodState.UNSCHEDULABLE:
         await write_scheduled(
             ctx, vpod, False, "Unschedulable", seen.message, event="FailedScheduling"
         )
     else:
+        created = ctx.created.get(key)
+        grace = 0.0 if created is None else created + SCHEDULING_GRACE_SECONDS - time.monotonic()
+        if grace > 0:
+            ctx.retry(key, grace)
+            return
         message = f"waiting for the scheduler to place pod {key[0]}/{key[1]}"
         await write_scheduled(ctx, vpod, False, "Scheduling", message)
 
@@ -248,6 +286,7 @@ async def replace_pod(
             ctx.retry(key, ERROR_RETRY_SECONDS)
         return None
     ctx.pods[key] = created
+    ctx.created[key] = time.monotonic()
     if sticky:
         ctx.recreated[key] = time.monotonic()
         await post(
@@ -262,7 +301,9 @@ async def replace_pod(
 
 
 async def record_binding(ctx: ControllerContext, vpod: JSON, pod: JSON, node: str) -> None:
-    """Status first (podName, nodeName, admitted, Scheduled=True), then the node label."""
+    """Status first (podName, nodeName, admitted, Scheduled=True), then the node label
+    and the agent's finalizer, in one write: the agent's Kopf finds its finalizer there
+    and need not add it (one write and one watch event fewer per VirtualPod)."""
     meta = vpod["metadata"]
     status = vpod.get("status") or {}
     admitted = admitted_resources(pod)
@@ -277,14 +318,25 @@ async def record_binding(ctx: ControllerContext, vpod: JSON, pod: JSON, node: st
         extra = {"podName": pod["metadata"]["name"], "nodeName": node, "admitted": admitted}
         if not await write_scheduled(ctx, vpod, True, "Scheduled", message, extra=extra):
             return  # lost a race: the next sync writes status, and only then the label
+        meta = ctx.vpods.get(_key(vpod), vpod)["metadata"]  # as the write left it
     digest = admitted_digest(admitted)
     labels = meta.get("labels") or {}
-    if labels.get(NODE_LABEL) != node or labels.get(ADMITTED_LABEL) != digest:
-        path = vpod_path(meta["namespace"], meta["name"])
-        ctx.vpods[_key(vpod)] = await ctx.api().merge_patch(
-            path,
-            {"metadata": {"labels": {NODE_LABEL: node, ADMITTED_LABEL: digest}}},
-        )
+    finalizers = list(meta.get("finalizers") or [])
+    if (
+        labels.get(NODE_LABEL) == node
+        and labels.get(ADMITTED_LABEL) == digest
+        and FINALIZER in finalizers
+    ):
+        return
+    patch: JSON = {
+        "metadata": {
+            # The finalizers list is replaced as a whole: only onto the version read.
+            "resourceVersion": meta.get("resourceVersion"),
+            "labels": {NODE_LABEL: node, ADMITTED_LABEL: digest},
+            "finalizers": finalizers if FINALIZER in finalizers else [*finalizers, FINALIZER],
+        }
+    }
+    await write_if_current(ctx, vpod, vpod_path(meta["namespace"], meta["name"]), patch)
 
 
 async def write_scheduled(
@@ -321,17 +373,23 @@ async def write_scheduled(
         patch.update(phase=phase or "Pending", reason=reason, message=message)
     path = vpod_path(meta["namespace"], meta["name"], "status")
     body = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": patch}
-    try:
-        ctx.vpods[_key(vpod)] = await ctx.api().merge_patch(path, body)
-    except RestError as error:
-        if error.code != 409:
-            raise
-        fresh = await ctx.api().request("GET", vpod_path(meta["namespace"], meta["name"]))
-        ctx.vpods[_key(vpod)] = fresh
-        ctx.again.add(_key(vpod))  # sync once more from the fresh object
+    if not await write_if_current(ctx, vpod, path, body):
         return False
     if event and not same:
         await post(ctx, vpod, "Warning", event, message)
+    return True
+
+
+async def write_if_current(ctx: ControllerContext, vpod: JSON, path: str, patch: JSON) -> bool:
+    """Merge-patch the VirtualPod (or its status) against the resourceVersion in `patch`.
+    False on a conflict: the newer object is on its way in the watch (or already in the
+    cache, and the sync then runs again), so nothing is read here."""
+    try:
+        ctx.vpods[_key(vpod)] = await ctx.api().merge_patch(path, patch)
+    except RestError as error:
+        if error.code != 409:
+            raise
+        return False
     return True
 
 
@@ -399,9 +457,9 @@ def register(registry: kopf.OperatorRegistry, *, with_login: bool = False) -> No
         if event.get("type") == "DELETED":
             ctx.vpods.pop(key, None)
             ctx.recreated.pop(key, None)
-            handle = ctx.retries.pop(key, None)
-            if handle is not None:
-                handle.cancel()
+            ctx.created.pop(key, None)
+            ctx.spec_errors.pop(key, None)
+            ctx.cancel_retry(key)
         else:
             ctx.vpods[key] = dict(body)
         ctx.kick(key)

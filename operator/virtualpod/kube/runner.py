@@ -142,6 +142,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     role = Role(getattr(args, "role", Role.ALL.value))
+    if role is Role.CONTROLLER and not args.verbose:
+        # Kopf says "Handler ... succeeded." at INFO for every watch event it hands to the
+        # controller (each change of every VirtualPod and Pod); what the controller has
+        # to say itself is a warning or an Event.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     out.write(
         f"virtualpod operator: libvirt {settings.libvirt_uri}, host "
         f"{settings.host_name or '(system hostname)'}, "

@@ -100,36 +100,49 @@ def _allocatable(node: Mapping[str, Any], resource: str) -> float:
     return float(parse_decimal(value, "quantity")) if value is not None else 0.0
 
 
-def _live(pods: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
-    return [
-        pod
-        for pod in pods
-        if (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
-        and not (pod.get("metadata") or {}).get("deletionTimestamp")
-    ]
+#: Requests already placed per node name: {"cpu": cores, "memory": bytes}.
+Usage = Mapping[str, Mapping[str, float]]
+RESOURCES = ("cpu", "memory")
 
 
-def free(node: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], resource: str) -> float:
-    name = (node.get("metadata") or {}).get("name")
-    used = sum(
-        pod_request(pod, resource)
-        for pod in _live(pods)
-        if (pod.get("spec") or {}).get("nodeName") == name
-    )
-    return _allocatable(node, resource) - used
+def _live(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES and not (
+        pod.get("metadata") or {}
+    ).get("deletionTimestamp")
 
 
-def filter_reason(
-    pod: Mapping[str, Any], node: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
-) -> str | None:
+def usage(pods: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """What the live Pods bound to each node request (overhead included): one pass
+    over the Pods, as the scheduler's cache keeps it."""
+    used: dict[str, dict[str, float]] = {}
+    for pod in pods:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node and _live(pod):
+            place(used, node, pod)
+    return used
+
+
+def place(used: dict[str, dict[str, float]], node: str, pod: Mapping[str, Any]) -> None:
+    """Count one more Pod on `node`."""
+    on_node = used.setdefault(node, dict.fromkeys(RESOURCES, 0.0))
+    for resource in RESOURCES:
+        on_node[resource] += pod_request(pod, resource)
+
+
+def free(node: Mapping[str, Any], used: Usage, resource: str) -> float:
+    name = str((node.get("metadata") or {}).get("name"))
+    return _allocatable(node, resource) - (used.get(name) or {}).get(resource, 0.0)
+
+
+def filter_reason(pod: Mapping[str, Any], node: Mapping[str, Any], used: Usage) -> str | None:
     """Why the node cannot take the pod (the scheduler's wording), or None when it fits."""
     if not selects(pod, node):
         return AFFINITY_MISMATCH
     taint = untolerated_taint(pod, node)
     if taint is not None:
         return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
-    for resource in ("cpu", "memory"):
-        if pod_request(pod, resource) > free(node, pods, resource):
+    for resource in RESOURCES:
+        if pod_request(pod, resource) > free(node, used, resource):
             return f"Insufficient {resource}"
     return None
 
@@ -154,13 +167,13 @@ def unschedulable_message(reasons: Counter[str], nodes: int) -> str:
 
 
 def choose(
-    pod: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+    pod: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], used: Usage
 ) -> tuple[str | None, str]:
     """(node name, "") for the best fitting node, or (None, the scheduler's message)."""
     reasons: Counter[str] = Counter()
     fitting = []
     for node in nodes:
-        reason = filter_reason(pod, node, pods)
+        reason = filter_reason(pod, node, used)
         if reason is None:
             fitting.append(node)
         else:
@@ -169,7 +182,7 @@ def choose(
         return None, unschedulable_message(reasons, len(nodes))
     ranked = sorted(
         fitting,
-        key=lambda node: (-score(pod, node), -free(node, pods, "memory"), node["metadata"]["name"]),
+        key=lambda node: (-score(pod, node), -free(node, used, "memory"), node["metadata"]["name"]),
     )
     return ranked[0]["metadata"]["name"], ""
 
@@ -201,8 +214,9 @@ class StandInBinder:
     def bind_pending(self) -> None:
         """One scheduling pass over every pending companion Pod, highest priority first."""
         emu = self.emulator
-        nodes = emu.list_objects(NODES)
-        pods = emu.list_objects(PODS)
+        nodes = list(emu.read_objects(NODES))
+        pods = list(emu.read_objects(PODS))
+        used = usage(pods)
         pending = sorted(
             (pod for pod in pods if _pending(pod)),
             key=lambda pod: (
@@ -212,7 +226,7 @@ class StandInBinder:
         )
         for pod in pending:
             meta = pod["metadata"]
-            node, message = choose(pod, nodes, pods)
+            node, message = choose(pod, nodes, used)
             if node is None:
                 wanted = _condition("False", "Unschedulable", message)
                 if wanted not in (pod.get("status") or {}).get("conditions", []):
@@ -224,13 +238,5 @@ class StandInBinder:
                         "status",
                     )
                 continue
-            emu.patch_object(PODS, meta["namespace"], meta["name"], {"spec": {"nodeName": node}})
-            bound = emu.patch_object(
-                PODS,
-                meta["namespace"],
-                meta["name"],
-                {"status": {"phase": "Pending", "conditions": [_condition("True")]}},
-                "status",
-            )
-            pods = [p for p in pods if p["metadata"].get("uid") != meta.get("uid")] + [bound]
+            place(used, node, emu.bind_pod(meta["namespace"], meta["name"], node))
             self.bound += 1

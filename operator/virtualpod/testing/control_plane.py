@@ -29,9 +29,9 @@ class StandInGarbageCollector:
         self.emulator = emulator
 
     def collect(self) -> int:
-        owners = {vpod["metadata"]["uid"] for vpod in self.emulator.list_objects(VIRTUALPODS.key)}
+        owners = {vpod["metadata"]["uid"] for vpod in self.emulator.read_objects(VIRTUALPODS.key)}
         collected = 0
-        for pod in self.emulator.list_objects(PODS):
+        for pod in list(self.emulator.read_objects(PODS)):
             meta = pod["metadata"]
             refs = [ref for ref in meta.get("ownerReferences") or [] if ref.get("controller")]
             if refs and all(ref.get("uid") not in owners for ref in refs):
@@ -47,12 +47,17 @@ class ControlPlane:
     collector: StandInGarbageCollector
 
 
-async def _loop(plane: ControlPlane, tick: float) -> None:
+async def _loop(plane: ControlPlane, emulator: KubernetesApiEmulator, tick: float) -> None:
+    """A pass after every change, at most one per `tick`; none while nothing changes."""
+    store = emulator.store
     while True:
+        seen = store.rv
         with contextlib.suppress(Exception):  # an object changed mid-pass: next pass
             plane.binder.bind_pending()
             plane.collector.collect()
         await asyncio.sleep(tick)
+        while store.rv == seen:
+            await store.changed.wait()
 
 
 @contextlib.asynccontextmanager
@@ -62,7 +67,7 @@ async def running_control_plane(
     plane = ControlPlane(
         admission.install(emulator), StandInBinder(emulator), StandInGarbageCollector(emulator)
     )
-    task = asyncio.create_task(_loop(plane, tick), name="stand-in control plane")
+    task = asyncio.create_task(_loop(plane, emulator, tick), name="stand-in control plane")
     try:
         yield plane
     finally:

@@ -20,7 +20,7 @@ import contextlib
 import copy
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp.web
@@ -90,11 +90,19 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         return copy.deepcopy(obj) if obj is not None else None
 
     def list_objects(self, resource_key: str, namespace: str | None = None) -> list[JSON]:
-        return [
-            copy.deepcopy(obj)
-            for (key, ns, _), obj in self.store.objects.items()
-            if key == resource_key and (namespace is None or ns == namespace)
-        ]
+        """Deep copies of the stored objects of one resource (in one namespace)."""
+        return [copy.deepcopy(obj) for obj in self.store.of_resource(resource_key, namespace)]
+
+    def read_objects(self, resource_key: str, namespace: str | None = None) -> Iterator[JSON]:
+        """The stored objects themselves, for stand-ins that only read them: no copies
+        (a write replaces an object, it never changes one in place)."""
+        return self.store.of_resource(resource_key, namespace)
+
+    def bind_pod(self, namespace: str, name: str, node: str) -> JSON:
+        """What a `pods/binding` POST does: `spec.nodeName` and `PodScheduled=True`, in one
+        write (one watch event), as kube-scheduler binds."""
+        target = Target(self._specs["v1/pods"], namespace, name, None)
+        return self.store.bind(target, node)
 
     def put_object(self, resource_key: str, obj: JSON) -> JSON:
         """Create an object directly (as if POSTed), for fixtures."""
@@ -258,8 +266,8 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             if since == "0":
                 # No version: a synthetic ADDED for everything, then changes from now on.
                 position = store.rv
-                for (key, _, _), obj in list(store.objects.items()):
-                    if key == t.resource.key and wanted(obj):
+                for obj in store.of_resource(t.resource.key, t.namespace):
+                    if wanted(obj):
                         await send({"type": "ADDED", "object": obj})
             else:
                 position = int(since)
@@ -273,7 +281,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                 for change in pending:
                     position = change.rv
                     if change.resource_key == t.resource.key and wanted(change.obj):
-                        await send({"type": change.type, "object": change.obj})
+                        await response.write(change.line())
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import json
 import secrets
 import string
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from virtualpod.testing.objects import (
     JSON,
@@ -49,6 +50,15 @@ class Change:
     resource_key: str
     type: str
     obj: JSON
+    _line: bytes | None = field(default=None, repr=False, compare=False)
+
+    def line(self) -> bytes:
+        """The watch event as one JSON line, serialized once for every watcher (as the
+        API server's watch cache does)."""
+        if self._line is None:
+            event = {"type": self.type, "object": self.obj}
+            self._line = json.dumps(event).encode() + b"\n"
+        return self._line
 
 
 def _spec_part(obj: JSON) -> JSON:
@@ -60,6 +70,8 @@ class ObjectStore:
 
     def __init__(self, history_limit: int = DEFAULT_HISTORY) -> None:
         self.objects: dict[Key, JSON] = {}
+        #: The same objects by resource key, so a list reads one resource, not all.
+        self._by_resource: dict[str, dict[Key, JSON]] = {}
         self.history: list[Change] = []
         self.first_rv = 1  # rv of history[0]
         self.rv = 0
@@ -77,13 +89,26 @@ class ObjectStore:
             )
         return obj
 
+    def of_resource(self, resource_key: str, namespace: str | None = None) -> Iterator[JSON]:
+        """The stored objects of one resource (in one namespace): read them, never change
+        them (a write replaces an object, so one read stays consistent)."""
+        for (_, ns, _), obj in list(self._by_resource.get(resource_key, {}).items()):
+            if namespace is None or ns == namespace:
+                yield obj
+
+    def _put(self, key: Key, obj: JSON) -> None:
+        self.objects[key] = obj
+        self._by_resource.setdefault(key[0], {})[key] = obj
+
+    def _remove(self, key: Key) -> None:
+        del self.objects[key]
+        del self._by_resource[key[0]][key]
+
     def list_of(self, t: Target, query: Mapping[str, str]) -> JSON:
         items = [
             obj
-            for (key, ns, _), obj in self.objects.items()
-            if key == t.resource.key
-            and (t.namespace is None or ns == t.namespace)
-            and matches_selectors(obj, query.get("labelSelector"), query.get("fieldSelector"))
+            for obj in self.of_resource(t.resource.key, t.namespace)
+            if matches_selectors(obj, query.get("labelSelector"), query.get("fieldSelector"))
         ]
         return {
             "apiVersion": t.resource.api_version,
@@ -167,7 +192,7 @@ class ObjectStore:
         if "status" in spec.subresources:
             obj.pop("status", None)
         self._bump(obj)
-        self.objects[key] = obj
+        self._put(key, obj)
         self._record(spec, "ADDED", obj)
         return obj
 
@@ -189,10 +214,10 @@ class ObjectStore:
             return old  # a no-op write does not bump resourceVersion (as on a real server)
         self._bump(new)
         if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
-            del self.objects[key]
+            self._remove(key)
             self._record(t.resource, "DELETED", new)
             return new
-        self.objects[key] = new
+        self._put(key, new)
         self._record(t.resource, "MODIFIED", new)
         return new
 
@@ -240,6 +265,20 @@ class ObjectStore:
             )
         return self._commit(t, old, self._split_status(t, old, patched))
 
+    def bind(self, t: Target, node: str) -> JSON:
+        """A `binding` subresource write: the node and `PodScheduled=True`, at once; 409
+        when the Pod is bound already."""
+        old = self.existing(t)
+        if (old.get("spec") or {}).get("nodeName"):
+            raise ApiError(409, "Conflict", f'pod "{t.name}" is already assigned to a node')
+        new = copy.deepcopy(old)
+        new.setdefault("spec", {})["nodeName"] = node
+        status = new.setdefault("status", {})
+        status.setdefault("phase", "Pending")
+        others = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+        status["conditions"] = [{"type": "PodScheduled", "status": "True"}, *others]
+        return self._commit(Target(t.resource, t.namespace, t.name, "binding"), old, new)
+
     def replace(self, t: Target, data: JSON) -> JSON:
         old = self.existing(t)
         self._precondition(old, data)
@@ -258,10 +297,11 @@ class ObjectStore:
             new["metadata"]["deletionTimestamp"] = _now()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             self._bump(new)
-            self.objects[self.key(t)] = new
+            self._put(self.key(t), new)
             self._record(t.resource, "MODIFIED", new)
             return new
-        del self.objects[self.key(t)]
+        self._remove(self.key(t))
+        old = copy.deepcopy(old)
         self._bump(old)
         self._record(t.resource, "DELETED", old)
         return old
