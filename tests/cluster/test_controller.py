@@ -76,6 +76,27 @@ async def test_companion_pod_mirrors_the_virtualpod_and_the_binding_is_recorded(
         return bool(obj and obj["metadata"].get("labels", {}).get("virtualpod.dev/node") == node)
 
     await async_wait_for(labelled, timeout=10, what="the node label")
+    # The agent's finalizer comes with the label: a bound VirtualPod outlives its VM.
+    bound = await cluster.api.get(cluster.vpod_path("web"))
+    assert bound is not None
+    assert "virtualpod.dev/finalizer" in bound["metadata"]["finalizers"]
+
+
+async def test_a_reverted_scheduled_condition_is_written_again(cluster: Cluster) -> None:
+    """A stale writer (an agent's merge patch replaces the conditions list as a whole)
+    drops `Scheduled`: the controller, level-triggered, puts it back."""
+    node = await cluster.node("node-a")
+    await cluster.start_controller()
+    await cluster.apply(cluster.vpod("web"))
+    await cluster.wait_scheduled("web", "True", "Scheduled")
+    stale = [{"type": "Ready", "status": "True", "reason": "Running", "message": ""}]
+    await cluster.api.merge_patch(
+        cluster.vpod_path("web", "status"), {"status": {"conditions": stale}}
+    )
+    vpod = await cluster.wait_scheduled("web", "True", "Scheduled")
+    types = {c["type"] for c in vpod["status"]["conditions"]}
+    assert types == {"Ready", "Scheduled"}
+    assert vpod["status"]["nodeName"] == node
 
 
 async def test_node_selector_picks_the_node(cluster: Cluster) -> None:

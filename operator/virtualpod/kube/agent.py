@@ -61,12 +61,11 @@ def is_pending(body: kopf.Body, memo: Any, **_: Any) -> bool:
     return served_here(body, memo) and phase == "Pending"
 
 
-def sized(ctx: AgentContext, body: kopf.Body) -> Sizing:
+def sized(ctx: AgentContext, uuid: str, body: kopf.Body) -> Sizing:
     """The size the VirtualPod's plan gives it, planned again only when its spec
     (generation) or its admitted resources changed."""
-    uid = str(body.get("metadata", {}).get("uid"))
     key = (body.get("metadata", {}).get("generation"), (body.get("status") or {}).get("admitted"))
-    known = ctx.sizing.get(uid)
+    known = ctx.sizing.get(uuid)
     if known is not None and known[0] == key:
         return known[1]
     sizing = Sizing()
@@ -80,7 +79,7 @@ def sized(ctx: AgentContext, body: kopf.Body) -> Sizing:
                 plan.qos_class.value,
                 plan.oom_score_adj(ctx.capacity.memory_bytes),
             )
-    ctx.sizing[uid] = (key, sizing)
+    ctx.sizing[uuid] = (key, sizing)
     return sizing
 
 
@@ -92,7 +91,7 @@ async def virtualpods_by_uuid(
     Async, as every handler here: Kopf runs a sync one in a thread, once per watch event."""
     ctx = context(memo)
     uuid = body_uuid(body)
-    sizing = sized(ctx, body)
+    sizing = sized(ctx, uuid, body)
     conditions = tuple(dict(c) for c in status.get("conditions") or [])
     return {
         uuid: Owner(
@@ -195,7 +194,7 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
             raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
         await delete_volumes(ctx, body, uuid)
     ctx.vm_locks.pop(uuid, None)
-    ctx.sizing.pop(str(body.get("metadata", {}).get("uid")), None)
+    ctx.sizing.pop(uuid, None)
     ctx.placed.discard(uuid)
     ctx.suspensions.pop(uuid, None)
     ctx.reserving.pop(uuid, None)

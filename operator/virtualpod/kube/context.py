@@ -129,8 +129,9 @@ class AgentContext:
     #: One reconcile or delete of a VM at a time: Kopf runs the Pending timer beside the
     #: create/update handlers, and two first defines would each count as the creation.
     vm_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    #: What the index computed per VirtualPod uid, keyed by (generation, admitted): the
-    #: index runs on every watch event, most of which change neither.
+    #: What the index computed per domain UUID, keyed by (generation, admitted): the
+    #: index runs on every watch event, most of which change neither. Admission sums
+    #: the placed VMs' requests from it.
     sizing: dict[str, tuple[object, Sizing]] = field(default_factory=dict)
     #: kopf indexes, captured at startup (live views).
     by_uuid: kopf.Index[str, Owner] | None = None

@@ -33,7 +33,7 @@ import contextlib
 import datetime
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -418,9 +418,29 @@ def _key(obj: Mapping[str, Any]) -> Key:
 # ------------------------------------------------------------------ kopf wiring
 
 
-def register(registry: kopf.OperatorRegistry, *, with_login: bool = False) -> None:
+class NoDiffBase(kopf.DiffBaseStorage):
+    """For a process whose handlers are all `kopf.on.event`: Kopf would still copy every
+    object on every watch event to diff it against the last handled spec, which nobody
+    reads. Nothing is kept and the essence is empty."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+def register(
+    registry: kopf.OperatorRegistry, *, with_login: bool = False, alone: bool = False
+) -> None:
     """The controller's handlers, onto `registry` (role `controller`, or with the agent's
-    in role `all`); `with_login` when no other role registers the login."""
+    in role `all`); `with_login` when no other role registers the login; `alone` when no
+    other role's handlers share the process (then Kopf keeps no diff base: `NoDiffBase`)."""
 
     if with_login:
         kopf.on.login(registry=registry)(login)
@@ -429,6 +449,8 @@ def register(registry: kopf.OperatorRegistry, *, with_login: bool = False) -> No
     async def controller_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         """Watch only companion Pods and the operator namespace's Leases (server-side)."""
         ctx = controller(memo)
+        if alone:
+            settings.persistence.diffbase_storage = NoDiffBase()
         settings.watching.label_selectors["v1", "pods"] = VIRTUALPOD_LABEL
         settings.watching.field_selectors["coordination.k8s.io", "leases"] = (
             f"metadata.namespace={ctx.settings.namespace}"

@@ -116,9 +116,9 @@ def placed_requests(ctx: AgentContext, exclude: str) -> Amount:
     """Summed requests of the VMs placed (or being placed) here, but `exclude`."""
     amounts: list[Amount] = list(ctx.reserving.values())
     for uuid in ctx.placed:
-        owner = ctx.owner(uuid) if uuid != exclude else None
-        if owner is not None and owner.requests is not None:
-            amounts.append(owner.requests)
+        known = ctx.sizing.get(uuid) if uuid != exclude else None
+        if known is not None and known[1].requests is not None:
+            amounts.append(known[1].requests)
     return sum_requests(amounts)
 
 

@@ -97,7 +97,7 @@ def build_registry(role: Role) -> kopf.OperatorRegistry:
     if role in (Role.AGENT, Role.ALL):
         agent.register(registry)
     if role in (Role.CONTROLLER, Role.ALL):
-        controller.register(registry)
+        controller.register(registry, alone=role is Role.CONTROLLER)
     return registry
 
 
