@@ -11,8 +11,15 @@ One run, two measurements on the same machine, each on a fresh KMock emulator ov
   collector) running in this process.
 
 The client creates N VirtualPods (32 requests in flight) and follows them with a watch.
-Prints one JSON document: both results, their ratio, p50/p99 latency and the peak RSS
-of every process.
+Prints one JSON document: both results, their ratio, p50/p99 latency, the peak RSS and
+CPU time of every process, and what each could sustain on a core of its own.
+
+All processes share this machine's cores (`cores` in the report): the virtualpod run
+has four busy processes where bare Kopf has two. `oneCorePerProcess` is derived from
+the measured CPU seconds: N / the busiest operator process's CPU seconds (an agent's
+are for its share), the rate at which that process would saturate a core of its own,
+as the controller and each agent have in a cluster. The API server (here the emulator,
+in this benchmark's process) is not counted, for either.
 
     python bench/cluster_bench.py                  # 1000 VirtualPods
     python bench/cluster_bench.py --count 100
@@ -294,19 +301,41 @@ def ratio(ours: float | None, theirs: float | None) -> float | None:
     return round(ours / theirs, 3) if ours and theirs else None
 
 
+def per_count_ms(seconds: float | None, count: int) -> float | None:
+    return round(seconds * 1000 / count, 2) if seconds is not None else None
+
+
+def saturating_rate(cpu_seconds: Sequence[float | None], count: int) -> float | None:
+    """Objects per second at which the busiest process would use a whole core."""
+    known = [seconds for seconds in cpu_seconds if seconds]
+    return round(count / max(known), 1) if known and len(known) == len(cpu_seconds) else None
+
+
 async def main(count: int, timeout: float) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="vpod-cluster-bench-"))
     bare = await run_bare_kopf(workdir, count, timeout)
     ours = await run_virtualpod(workdir, count, timeout)
     bare_latency, our_latency = bare["latencySeconds"] or {}, ours["latencySeconds"] or {}
+    bare["cpuMillisecondsPerObject"] = per_count_ms(bare["operatorCPUSeconds"], count)
+    ours["cpuMillisecondsPerVirtualPod"] = {
+        name: per_count_ms(seconds, count) for name, seconds in ours["cpuSeconds"].items()
+    }
+    bare_rate = saturating_rate([bare["operatorCPUSeconds"]], count)
+    our_rate = saturating_rate(list(ours["cpuSeconds"].values()), count)
     return {
         "benchmark": "create->Running: 2 agents + controller vs bare Kopf, KMock emulator",
         "python": sys.version.split()[0],
+        "cores": os.cpu_count(),
         "count": count,
         "bareKopf": bare,
         "virtualpod": ours,
         "throughputRatio": ratio(ours["throughputPerSecond"], bare["throughputPerSecond"]),
         "p99Ratio": ratio(our_latency.get("p99"), bare_latency.get("p99")),
+        "oneCorePerProcess": {
+            "bareKopfPerSecond": bare_rate,
+            "virtualpodPerSecond": our_rate,
+            "ratio": ratio(our_rate, bare_rate),
+        },
         "agentsPeakRSSMiBMax": max(
             (v for v in ours["agentsPeakRSSMiB"].values() if v is not None), default=None
         ),

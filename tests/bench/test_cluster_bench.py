@@ -39,3 +39,9 @@ def test_the_cluster_bench_reports_both_operators_side_by_side(repo_root: Path) 
         assert value is not None
         assert value > 0
     assert ours["latencySeconds"]["p99"] >= ours["latencySeconds"]["p50"] > 0
+    # The derived capacity: COUNT over the busiest process's CPU seconds.
+    busiest = max(ours["cpuSeconds"].values())
+    assert report["oneCorePerProcess"]["virtualpodPerSecond"] == round(COUNT / busiest, 1)
+    assert report["oneCorePerProcess"]["bareKopfPerSecond"] == round(
+        COUNT / bare["operatorCPUSeconds"], 1
+    )

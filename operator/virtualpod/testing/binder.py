@@ -15,7 +15,7 @@ kube-scheduler binds. It reads and writes the emulator directly, one pass at a t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from virtualpod.core.companion import RUNTIME_CLASS
@@ -102,6 +102,8 @@ def _allocatable(node: Mapping[str, Any], resource: str) -> float:
 
 #: Requests already placed per node name: {"cpu": cores, "memory": bytes}.
 Usage = Mapping[str, Mapping[str, float]]
+#: A Pod's effective request of one resource (`admission.pod_request`, or a cache of it).
+Request = Callable[[Mapping[str, Any], str], float]
 RESOURCES = ("cpu", "memory")
 
 
@@ -111,22 +113,29 @@ def _live(pod: Mapping[str, Any]) -> bool:
     ).get("deletionTimestamp")
 
 
-def usage(pods: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+def usage(
+    pods: Iterable[Mapping[str, Any]], request: Request = pod_request
+) -> dict[str, dict[str, float]]:
     """What the live Pods bound to each node request (overhead included): one pass
     over the Pods, as the scheduler's cache keeps it."""
     used: dict[str, dict[str, float]] = {}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
         if node and _live(pod):
-            place(used, node, pod)
+            place(used, node, pod, request)
     return used
 
 
-def place(used: dict[str, dict[str, float]], node: str, pod: Mapping[str, Any]) -> None:
+def place(
+    used: dict[str, dict[str, float]],
+    node: str,
+    pod: Mapping[str, Any],
+    request: Request = pod_request,
+) -> None:
     """Count one more Pod on `node`."""
     on_node = used.setdefault(node, dict.fromkeys(RESOURCES, 0.0))
     for resource in RESOURCES:
-        on_node[resource] += pod_request(pod, resource)
+        on_node[resource] += request(pod, resource)
 
 
 def free(node: Mapping[str, Any], used: Usage, resource: str) -> float:
@@ -210,13 +219,24 @@ class StandInBinder:
         self.emulator = emulator
         #: How many Pods it bound (tests may check the binder, not the operator, bound).
         self.bound = 0
+        #: Each Pod's requests by (uid, resource): a Pod's resources do not change, and
+        #: every pass sums them for every bound Pod.
+        self._requests: dict[tuple[str, str], float] = {}
+
+    def request(self, pod: Mapping[str, Any], resource: str) -> float:
+        key = (str((pod.get("metadata") or {}).get("uid")), resource)
+        if key not in self._requests:
+            self._requests[key] = pod_request(pod, resource)
+        return self._requests[key]
 
     def bind_pending(self) -> None:
         """One scheduling pass over every pending companion Pod, highest priority first."""
         emu = self.emulator
         nodes = list(emu.read_objects(NODES))
         pods = list(emu.read_objects(PODS))
-        used = usage(pods)
+        live = {str(pod["metadata"].get("uid")) for pod in pods}
+        self._requests = {key: v for key, v in self._requests.items() if key[0] in live}
+        used = usage(pods, self.request)
         pending = sorted(
             (pod for pod in pods if _pending(pod)),
             key=lambda pod: (
@@ -238,5 +258,5 @@ class StandInBinder:
                         "status",
                     )
                 continue
-            place(used, node, emu.bind_pod(meta["namespace"], meta["name"], node))
+            place(used, node, emu.bind_pod(meta["namespace"], meta["name"], node), self.request)
             self.bound += 1
