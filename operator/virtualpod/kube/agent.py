@@ -16,7 +16,7 @@ from typing import Any
 
 import kopf
 
-from virtualpod.core.binding import serves, with_admitted_resources
+from virtualpod.core.binding import NODE_LABEL, serves, with_admitted_resources
 from virtualpod.core.plan import plan_virtualpod
 from virtualpod.core.quantity import MILLICPU_PER_CPU, format_bytes
 from virtualpod.core.settings import Amount
@@ -44,21 +44,27 @@ PENDING_RETRY_SECONDS = 1.0
 
 
 def served_here(body: kopf.Body, memo: Any, **_: Any) -> bool:
-    """Kopf filter: the object is bound to this agent's host."""
+    """The object is bound to this agent's host (the handlers say so declaratively:
+    a label filter, which Kopf checks without building a callback's arguments)."""
     ctx = context(memo)
     return serves(body, ctx.host_name)
 
 
-def serves_workload(body: kopf.Body, memo: Any, **_: Any) -> bool:
-    """Served here, running, and its first container names a VM disk image."""
-    return served_here(body, memo) and runs_workload(body)
+def serves_workload(body: kopf.Body, **_: Any) -> bool:
+    """Kopf filter (after the label filter): running, and its first container names a VM
+    disk image."""
+    return runs_workload(body)
 
 
-def is_pending(body: kopf.Body, memo: Any, **_: Any) -> bool:
-    """Served here and Pending (not admitted yet, or no room on the host yet)."""
+def is_pending(body: kopf.Body, **_: Any) -> bool:
+    """Kopf filter (after the label filter): Pending (not admitted yet, or no room on the
+    host yet).
+
+    A callback, not a `field=` filter: Kopf adds a filtered field to what it diffs for
+    changes, and a phase written by the lifecycle mirror would count as a spec update.
+    """
     status = body.get("status")
-    phase = status.get("phase") if isinstance(status, Mapping) else None
-    return served_here(body, memo) and phase == "Pending"
+    return isinstance(status, Mapping) and status.get("phase") == "Pending"
 
 
 def sized(ctx: AgentContext, uuid: str, body: kopf.Body) -> Sizing:
@@ -203,32 +209,30 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
         info(body, reason="Deleted", message="VM destroyed and undefined, save image removed")
 
 
-def register(registry: kopf.OperatorRegistry) -> None:
-    """The agent's handlers on `registry` (the host and mode come from the memo)."""
+def register(registry: kopf.OperatorRegistry, host_name: str) -> None:
+    """The agent's handlers on `registry`, for the VirtualPods bound to `host_name` (the
+    rest of its configuration comes from the memo)."""
     vpods: Mapping[str, Any] = {
         "group": API_GROUP,
         "version": API_VERSION,
         "plural": PLURAL,
         "registry": registry,
     }
+    here: Mapping[str, Any] = {**vpods, "labels": {NODE_LABEL: host_name}}
     kopf.index(**vpods)(virtualpods_by_uuid)
     kopf.index("scheduling.k8s.io", "v1", "priorityclasses", registry=registry)(
         priority_class_values
     )
     kopf.on.startup(registry=registry)(startup)
     kopf.on.cleanup(registry=registry)(cleanup)
-    kopf.on.create(**vpods, when=served_here)(reconcile_virtualpod)
-    kopf.on.update(**vpods, when=served_here)(reconcile_virtualpod)
-    kopf.on.resume(**vpods, when=served_here)(reconcile_virtualpod)
+    kopf.on.create(**here)(reconcile_virtualpod)
+    kopf.on.update(**here)(reconcile_virtualpod)
+    kopf.on.resume(**here)(reconcile_virtualpod)
     kopf.timer(
-        **vpods,
+        **here,
         interval=PENDING_RETRY_SECONDS,
         initial_delay=PENDING_RETRY_SECONDS,  # the create/update handler goes first
         when=is_pending,
     )(retry_pending)
-    kopf.on.delete(**vpods, when=served_here)(delete_virtualpod)
-    kopf.timer(
-        **vpods,
-        interval=ADDRESS_INTERVAL_SECONDS,
-        when=serves_workload,
-    )(mirror_addresses)
+    kopf.on.delete(**here)(delete_virtualpod)
+    kopf.timer(**here, interval=ADDRESS_INTERVAL_SECONDS, when=serves_workload)(mirror_addresses)

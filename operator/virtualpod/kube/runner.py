@@ -90,12 +90,13 @@ def build_memo(
     return memo
 
 
-def build_registry(role: Role) -> kopf.OperatorRegistry:
-    """The handlers of a role, on a registry of their own (nothing module-global)."""
+def build_registry(role: Role, host_name: str) -> kopf.OperatorRegistry:
+    """The handlers of a role (an agent's for `host_name`), on a registry of their own
+    (nothing module-global)."""
     registry = kopf.OperatorRegistry()
     common.register(registry)
     if role in (Role.AGENT, Role.ALL):
-        agent.register(registry)
+        agent.register(registry, host_name)
     if role in (Role.CONTROLLER, Role.ALL):
         controller.register(registry, alone=role is Role.CONTROLLER)
     return registry
@@ -116,6 +117,7 @@ async def run_operator(
     pressure: bool = True,
 ) -> None:
     """Run the operator in the current event loop until stopped (`virtualpod run`)."""
+    memo = build_memo(settings, role, api_url=api_url, pressure=pressure)
     await kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces or (),
@@ -123,8 +125,8 @@ async def run_operator(
         peering_name=None if standalone else peering,
         priority=priority,
         liveness_endpoint=liveness,
-        registry=build_registry(role),
-        memo=build_memo(settings, role, api_url=api_url, pressure=pressure),
+        registry=build_registry(role, context(memo).host_name),
+        memo=memo,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )

@@ -97,7 +97,7 @@ class InProcessOperator:
             kopf.operator(
                 clusterwide=True,
                 standalone=True,
-                registry=build_registry(self.role),
+                registry=build_registry(self.role, self.ctx.host_name),
                 memo=self.memo,
                 stop_flag=self.stop_flag,
                 ready_flag=self.ready_flag,
