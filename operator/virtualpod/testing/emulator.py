@@ -100,7 +100,7 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
 
     def bind_pod(self, namespace: str, name: str, node: str) -> JSON:
         """What a `pods/binding` POST does: `spec.nodeName` and `PodScheduled=True`, in one
-        write (one watch event), as kube-scheduler binds."""
+        write (one watch event), as kube-scheduler binds. The stored Pod: read it only."""
         target = Target(self._specs["v1/pods"], namespace, name, None)
         return self.store.bind(target, node)
 
@@ -108,7 +108,8 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         """Create an object directly (as if POSTed), for fixtures."""
         spec = self._specs[resource_key]
         namespace = obj.get("metadata", {}).get("namespace") if spec.namespaced else None
-        return self.store.create(spec, namespace or ("default" if spec.namespaced else None), obj)
+        namespace = namespace or ("default" if spec.namespaced else None)
+        return copy.deepcopy(self.store.create(spec, namespace, obj))
 
     def patch_object(
         self,
@@ -120,11 +121,12 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
     ) -> JSON:
         """Merge-patch a stored object (as a PATCH would), for the test stand-ins."""
         target = Target(self._specs[resource_key], namespace, name, subresource)
-        return self.store.patch(target, "application/merge-patch+json", patch)
+        return copy.deepcopy(self.store.patch(target, "application/merge-patch+json", patch))
 
     def delete_object(self, resource_key: str, namespace: str | None, name: str) -> JSON:
         """Delete a stored object (as a DELETE would), for the test stand-ins."""
-        return self.store.delete(Target(self._specs[resource_key], namespace, name, None))
+        target = Target(self._specs[resource_key], namespace, name, None)
+        return copy.deepcopy(self.store.delete(target))
 
     def hold_writes(self, predicate: WritePredicate) -> None:
         """Stall matching writes, as an unreachable API server would; `release_writes()`

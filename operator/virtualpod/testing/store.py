@@ -138,7 +138,8 @@ class ObjectStore:
         self.changed = asyncio.Event()
 
     def _record(self, spec: ResourceSpec, kind: str, obj: JSON) -> None:
-        self.history.append(Change(self.rv, spec.key, kind, copy.deepcopy(obj)))
+        # Not copied: a stored object is never changed in place, a write stores a new one.
+        self.history.append(Change(self.rv, spec.key, kind, obj))
         if len(self.history) > self.history_limit:
             drop = len(self.history) - self.history_limit // 2
             del self.history[:drop]
