@@ -63,6 +63,10 @@ async def test_unexpected_error_is_reported_once_and_retried_until_it_clears(env
     assert ready["status"] == "False"
     assert "already exists" in ready["message"]
     assert obj["status"]["reason"] == "ReconcileError"
+    # Kopf's retry bookkeeping rides in the same status write (status.kopf), kept by the
+    # failed attempt's cleanup of its half-done status.
+    (progress,) = obj["status"]["kopf"]["progress"].values()
+    assert progress["retries"] >= 1
 
     async def warnings() -> list[dict[str, Any]]:
         return [

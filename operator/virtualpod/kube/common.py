@@ -12,8 +12,9 @@ from virtualpod.kube.api import REPORTING_COMPONENT, reporting_instance
 
 #: Where Kopf keeps its handlers' progress and the last handled spec (the CRD preserves
 #: `status.kopf`).
-PROGRESS_FIELD = "status.kopf.progress"
-DIFFBASE_FIELD = "status.kopf.last-handled-configuration"
+KOPF_STATUS = "kopf"
+PROGRESS_FIELD = f"status.{KOPF_STATUS}.progress"
+DIFFBASE_FIELD = f"status.{KOPF_STATUS}.last-handled-configuration"
 
 
 def configure(settings: kopf.OperatorSettings, instance: str) -> None:

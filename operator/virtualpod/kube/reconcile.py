@@ -31,6 +31,7 @@ from virtualpod.core.settings import Amount
 from virtualpod.core.spec import SpecError
 from virtualpod.core.status import Conditions, condition_status, set_condition
 from virtualpod.kube.api import shorten
+from virtualpod.kube.common import KOPF_STATUS
 from virtualpod.kube.context import AgentContext, Written
 from virtualpod.kube.reporters import info, warn
 from virtualpod.kube.runtime import runtime_status
@@ -106,7 +107,8 @@ def _reconcile_failed(body: Body, patch: MutableMapping[str, Any], message: str)
         conditions, "Ready", False, "ReconcileError", message, meta.get("generation")
     )
     written = patch.setdefault("status", {})
-    written.clear()  # nothing half-done by the failed attempt goes out
+    for key in [key for key in written if key != KOPF_STATUS]:
+        del written[key]  # nothing half-done by the failed attempt goes out (Kopf's stays)
     written.update(reason="ReconcileError", message=message, conditions=conditions)
     if known.get("reason") != "ReconcileError" or known.get("message") != message:
         warn(body, reason="ReconcileError", message=message)
