@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from virtualpod.testing import admission
 from virtualpod.testing.admission import PODS, StandInPodAdmission
-from virtualpod.testing.binder import StandInBinder
+from virtualpod.testing.binder import NODES, StandInBinder
 from virtualpod.testing.emulator import KubernetesApiEmulator
 from virtualpod.testing.objects import VIRTUALPODS
+from virtualpod.testing.store import ObjectStore
 
 TICK_SECONDS = 0.05
 
@@ -47,14 +48,37 @@ class ControlPlane:
     collector: StandInGarbageCollector
 
 
+def _wanted(store: ObjectStore, since: int | None) -> tuple[bool, bool]:
+    """Whether the binder and the collector have work after the changes since `since`
+    (both, when the history no longer has them): the binder after any Pod or Node
+    change, the collector after a VirtualPod is deleted or a Pod added."""
+    if since is None or store.expired(since):
+        return True, True
+    bind = collect = False
+    for change in store.changes_after(since):
+        bind = bind or change.resource_key in (PODS, NODES)
+        collect = collect or (change.resource_key, change.type) in (
+            (VIRTUALPODS.key, "DELETED"),
+            (PODS, "ADDED"),
+        )
+    return bind, collect
+
+
 async def _loop(plane: ControlPlane, emulator: KubernetesApiEmulator, tick: float) -> None:
-    """A pass after every change, at most one per `tick`; none while nothing changes."""
+    """A pass after changes that concern it, at most one per `tick`; none while nothing
+    changes (as the real ones work from watches, not by polling)."""
     store = emulator.store
+    seen: int | None = None
     while True:
+        bind, collect = _wanted(store, seen)
         seen = store.rv
-        with contextlib.suppress(Exception):  # an object changed mid-pass: next pass
-            plane.binder.bind_pending()
-            plane.collector.collect()
+        try:
+            if bind:
+                plane.binder.bind_pending()
+            if collect:
+                plane.collector.collect()
+        except Exception:  # an object changed mid-pass: a whole pass next time
+            seen = None
         await asyncio.sleep(tick)
         while store.rv == seen:
             await store.changed.wait()
