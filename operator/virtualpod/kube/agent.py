@@ -200,6 +200,7 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
             raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
         await delete_volumes(ctx, body, uuid)
     ctx.vm_locks.pop(uuid, None)
+    ctx.refresh_locks.pop(uuid, None)
     ctx.sizing.pop(uuid, None)
     ctx.placed.discard(uuid)
     ctx.suspensions.pop(uuid, None)

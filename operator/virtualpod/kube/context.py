@@ -129,6 +129,8 @@ class AgentContext:
     #: One reconcile or delete of a VM at a time: Kopf runs the Pending timer beside the
     #: create/update handlers, and two first defines would each count as the creation.
     vm_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    #: One status refresh of a VM at a time (`mirror.refresh_status`).
+    refresh_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     #: What the index computed per domain UUID, keyed by (generation, admitted): the
     #: index runs on every watch event, most of which change neither. Admission sums
     #: the placed VMs' requests from it.

@@ -25,7 +25,20 @@ MIRROR_RECHECK_SECONDS = 1.0
 
 
 async def refresh_status(ctx: AgentContext, uuid: str, *, announce_change: bool = True) -> None:
-    """Re-read one domain and write its runtime state into its owner's status."""
+    """Re-read one domain and write its runtime state into its owner's status.
+
+    One refresh of a VM at a time: the lifecycle mirror, a restart task and the pressure
+    monitor all refresh, and two interleaved read-then-write pairs could land the older
+    state last. (Not the reconcile's lock: the pressure monitor must not wait for a
+    reconcile that downloads an image.)
+    """
+    if ctx.owner(uuid) is None or uuid in ctx.deleting:
+        return
+    async with ctx.refresh_locks.setdefault(uuid, asyncio.Lock()):
+        await _refresh(ctx, uuid, announce_change)
+
+
+async def _refresh(ctx: AgentContext, uuid: str, announce_change: bool) -> None:
     owner = ctx.owner(uuid)
     if owner is None or uuid in ctx.deleting or owner.deleting:
         return
