@@ -57,9 +57,6 @@ VPODS = "/apis/virtualpod.dev/v1alpha1/namespaces/default/virtualpods"
 VPODS_KEY = "virtualpod.dev/v1alpha1/virtualpods"
 HOSTS = ("bench-node-a", "bench-node-b")
 IN_FLIGHT = 32
-#: How often the stand-in binder and collector pass over every Pod: each pass copies
-#: every object, and this process also serves the API to the three operators.
-CONTROL_PLANE_TICK_S = 0.05
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
 #: Nodes large enough for every companion Pod (requests + the RuntimeClass overhead).
@@ -279,7 +276,7 @@ async def run_virtualpod(workdir: Path, count: int, timeout: float) -> dict[str,
             )
             for name, args in roles
         ]
-        async with running_control_plane(emu, tick=CONTROL_PLANE_TICK_S):
+        async with running_control_plane(emu):
             try:
                 for one in processes:
                     await one.operator.start(START_TIMEOUT_S)
