@@ -23,6 +23,7 @@ import kopf
 from virtualpod.core.settings import Settings, SettingsError, load_settings
 from virtualpod.kube import agent, common, controller
 from virtualpod.kube.context import AgentContext, Role, context, make_memo
+from virtualpod.kube.interpreter import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         f"namespaces {', '.join(args.namespace) if args.namespace else 'all'}, role {role.value}\n"
     )
     out.flush()
+    tune_gc()
     try:
         asyncio.run(
             run_operator(
