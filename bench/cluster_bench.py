@@ -47,6 +47,7 @@ import yaml
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.companion import LIBVIRT_HOST_LABEL
 from virtualpod.core.settings import Settings
+from virtualpod.kube.interpreter import tune_gc
 from virtualpod.testing import OperatorProcess
 from virtualpod.testing.control_plane import running_control_plane
 from virtualpod.testing.emulator import KubernetesApiEmulator, serve_emulator, write_kubeconfig
@@ -349,4 +350,5 @@ if __name__ == "__main__":
         help="give up waiting for Running after this many seconds per run",
     )
     args = parser.parse_args()
+    tune_gc()  # this process is the API server of both runs: tuned as the operators are
     print(json.dumps(asyncio.run(main(args.count, args.timeout)), indent=2))
