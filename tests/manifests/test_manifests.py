@@ -561,15 +561,15 @@ def test_unknown_fields_are_pruned_before_the_operator_sees_them(
     dirty["spec"]["containers"][0]["securityContext"] = {"privileged": True}
     dirty["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 1
     dirty["spec"]["boot"] = {"disk": {"path": "/a.img", "bus": "virtio"}}
-    dirty["status"] = {
-        "phase": "Running",
-        "kopf": {"progress": {"create": {"retries": 1}}},
-        "whatever": 1,
+    kopf = {  # the agent's Kopf bookkeeping (kube.common.configure): kept whole
+        "progress": {"create": {"retries": 1}},
+        "last-handled-configuration": '{"spec":{"containers":[]}}',
     }
+    dirty["status"] = {"phase": "Running", "kopf": kopf, "whatever": 1}
     pruned = prune(dirty, schema)
     expected = copy.deepcopy(clean)
     expected["spec"]["boot"] = {"disk": {"path": "/a.img"}}
-    expected["status"] = {"phase": "Running", "kopf": {"progress": {"create": {"retries": 1}}}}
+    expected["status"] = {"phase": "Running", "kopf": kopf}
     assert pruned == expected
     assert admit(dirty, schema, cel) == []
     parse_virtualpod(pruned)
