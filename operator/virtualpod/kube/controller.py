@@ -16,7 +16,9 @@ VirtualPod never overlap and coalesce while one runs.
   labelled VirtualPod without `status.admitted` or its finalizer, and sees every new
   one. Both writes carry the object's resourceVersion, so the agent's conditions and
   other finalizers are never dropped: a stale view gets 409 and the sync waits for the
-  watch to bring the newer object (a 409 means there is one), which syncs again.
+  watch to bring the newer object (a 409 means there is one), which syncs again. The
+  answer to a write stays the cached object until the watch catches up with it
+  (`newest.NewestObjects`): no sync from an older watch event, no needless 409.
 * **Sticky.** A deleted or evicted Pod is created again bound to `status.nodeName` (the
   VM is untouched; an Event says so). Changed resources replace the Pod on its node.
 * **Usage-aware.** New Pods get a preferred node affinity from the agents' Leases.
@@ -59,6 +61,7 @@ from virtualpod.core.settings import Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError, parse_virtualpod
 from virtualpod.core.status import condition_status, set_condition
 from virtualpod.kube.api import ObjectRef, event_body
+from virtualpod.kube.newest import NewestObjects
 from virtualpod.kube.rest import RestClient, RestError
 
 log = logging.getLogger(__name__)
@@ -91,7 +94,8 @@ class ControllerContext:
     #: Who posts the Events (`reportingInstance`).
     instance: str = "controller"
     rest: RestClient | None = None
-    vpods: dict[Key, JSON] = field(default_factory=dict)
+    #: The newest VirtualPods known, from the watch and from the controller's writes.
+    vpods: NewestObjects[Key] = field(default_factory=NewestObjects)
     pods: dict[Key, JSON] = field(default_factory=dict)
     leases: dict[str, JSON] = field(default_factory=dict)
     running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
@@ -318,7 +322,7 @@ async def record_binding(ctx: ControllerContext, vpod: JSON, pod: JSON, node: st
         extra = {"podName": pod["metadata"]["name"], "nodeName": node, "admitted": admitted}
         if not await write_scheduled(ctx, vpod, True, "Scheduled", message, extra=extra):
             return  # lost a race: the next sync writes status, and only then the label
-        meta = ctx.vpods.get(_key(vpod), vpod)["metadata"]  # as the write left it
+        meta = (ctx.vpods.get(_key(vpod)) or vpod)["metadata"]  # as the write left it
     digest = admitted_digest(admitted)
     labels = meta.get("labels") or {}
     finalizers = list(meta.get("finalizers") or [])
@@ -384,12 +388,16 @@ async def write_if_current(ctx: ControllerContext, vpod: JSON, path: str, patch:
     """Merge-patch the VirtualPod (or its status) against the resourceVersion in `patch`.
     False on a conflict: the newer object is on its way in the watch (or already in the
     cache, and the sync then runs again), so nothing is read here."""
+    key = _key(vpod)
+    ctx.vpods.sending(key)
     try:
-        ctx.vpods[_key(vpod)] = await ctx.api().merge_patch(path, patch)
-    except RestError as error:
-        if error.code != 409:
-            raise
-        return False
+        answer = await ctx.api().merge_patch(path, patch)
+    except BaseException as error:
+        ctx.vpods.failed(key)
+        if isinstance(error, RestError) and error.code == 409:
+            return False
+        raise
+    ctx.vpods.answered(key, answer)
     return True
 
 
@@ -477,13 +485,13 @@ def register(
         ctx = controller(memo)
         key = _key(body)
         if event.get("type") == "DELETED":
-            ctx.vpods.pop(key, None)
+            ctx.vpods.forget(key)
             ctx.recreated.pop(key, None)
             ctx.created.pop(key, None)
             ctx.spec_errors.pop(key, None)
             ctx.cancel_retry(key)
-        else:
-            ctx.vpods[key] = dict(body)
+        elif not ctx.vpods.watched(key, dict(body)):
+            return  # older than, or the same as, the answer to the controller's own write
         ctx.kick(key)
 
     @kopf.on.event("v1", "pods", labels={VIRTUALPOD_LABEL: kopf.PRESENT}, registry=registry)
