@@ -46,7 +46,6 @@ import yaml
 
 from virtualpod.core.binding import NODE_LABEL
 from virtualpod.core.companion import LIBVIRT_HOST_LABEL
-from virtualpod.core.settings import Settings
 from virtualpod.kube.interpreter import tune_gc
 from virtualpod.testing import OperatorProcess
 from virtualpod.testing.control_plane import running_control_plane
@@ -213,19 +212,14 @@ async def run_bare_kopf(workdir: Path, count: int, timeout: float) -> dict[str, 
 
 
 async def register_nodes(url: str) -> None:
-    """The RuntimeClass, the controller's Kopf peering and one Node per host (no
-    kubelet), as a cluster admin would."""
+    """The RuntimeClass and one Node per host (no kubelet), as a cluster admin would
+    (the controller creates its Kopf peering object itself)."""
     (runtime_class,) = yaml.safe_load_all((REPO / "manifests" / "runtimeclass.yaml").read_text())
     status = {"status": {"capacity": NODE_ALLOCATABLE, "allocatable": NODE_ALLOCATABLE}}
     merge = {"Content-Type": "application/merge-patch+json"}
     async with aiohttp.ClientSession() as session:
         async with session.post(
             f"{url}/apis/node.k8s.io/v1/runtimeclasses", json=runtime_class
-        ) as response:
-            assert response.status == 201, await response.text()
-        peering = {"metadata": {"name": Settings().peering}}
-        async with session.post(
-            f"{url}/apis/kopf.dev/v1/clusterkopfpeerings", json=peering
         ) as response:
             assert response.status == 201, await response.text()
         for host in HOSTS:

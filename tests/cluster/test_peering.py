@@ -1,14 +1,14 @@
-"""The controller's replicas as `virtualpod run --role=controller` processes: Kopf
-peering makes one of them active, and that one places the VirtualPods."""
+"""The controller's replicas as `virtualpod run --role=controller` processes: they
+create their Kopf peering object, Kopf peering makes one of them active, and that one
+places the VirtualPods."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.cluster.conftest import MANIFESTS, Cluster
+from tests.cluster.conftest import Cluster
 from tests.waiting import async_wait_for
 from virtualpod.core.settings import Settings
 from virtualpod.testing.emulator import write_kubeconfig
@@ -24,10 +24,8 @@ async def test_two_controller_replicas_peer_and_one_places_the_virtualpods(
         pytest.skip("on a real cluster the peering CRD is installed with the manifests")
     emulator = cluster.emulator
     node = await cluster.node("node-a")
-    peering = yaml.safe_load_all((MANIFESTS / "peering.yaml").read_text())
-    (obj,) = [doc for doc in peering if doc["kind"] == "ClusterKopfPeering"]
-    assert obj["metadata"]["name"] == Settings().peering
-    emulator.put_object(PEERINGS, obj)
+    # The manifests ship Kopf's CRD only: the replicas create the object they share.
+    assert emulator.get_object(PEERINGS, None, Settings().peering) is None
     kubeconfig = write_kubeconfig(cluster.api_url, tmp_path / "kubeconfig")
     config = tmp_path / "settings.yaml"
     config.write_text("{}\n")

@@ -74,6 +74,10 @@ ERROR_RETRY_SECONDS = 5.0
 #: A companion Pod is created again on its node at most this often: a node that keeps
 #: refusing it (a kubelet's OutOfmemory, the PodGC) gets no tight loop of Pods and Events.
 RECREATE_INTERVAL_SECONDS = 10.0
+#: How soon the controller's startup tries again to create its peering object while
+#: Kopf's peering CRD is not served yet (applied in the same `kubectl apply -k`).
+PEERING_RETRY_SECONDS = 2.0
+CLUSTER_PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 #: A new Pod the scheduler has neither bound nor refused within this long gets
 #: `Scheduled=False` / `Scheduling` on its VirtualPod. kube-scheduler usually binds in
 #: milliseconds: writing that condition for every new Pod would be one more status write
@@ -165,6 +169,21 @@ class ControllerContext:
         if self.rest is None:
             raise RuntimeError("the controller is not connected yet")
         return self.rest
+
+
+async def ensure_peering(rest: RestClient, name: str) -> bool:
+    """Create the ClusterKopfPeering its replicas share, unless it exists: Kopf's peering
+    keeps a replica paused until the object is there. False while the CRD is not served
+    yet (it may be applied in the same `kubectl apply -k` as the controller)."""
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    try:
+        await rest.create(CLUSTER_PEERINGS, body)
+    except RestError as error:
+        if error.code == 404:
+            return False
+        if error.code != 409:  # 409: it exists
+            raise
+    return True
 
 
 def controller(memo: Any) -> ControllerContext:
@@ -455,7 +474,8 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def controller_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-        """Watch only companion Pods and the operator namespace's Leases (server-side)."""
+        """Watch only companion Pods and the operator namespace's Leases (server-side);
+        create the replicas' peering object when it is missing."""
         ctx = controller(memo)
         if alone:
             settings.persistence.diffbase_storage = NoDiffBase()
@@ -463,7 +483,16 @@ def register(
         settings.watching.field_selectors["coordination.k8s.io", "leases"] = (
             f"metadata.namespace={ctx.settings.namespace}"
         )
-        ctx.rest = await RestClient.connect(getattr(memo, "api_url", None))
+        if ctx.rest is None:  # this handler is retried while the peering CRD is missing
+            ctx.rest = await RestClient.connect(getattr(memo, "api_url", None))
+        peering = settings.peering
+        peers = peering.clusterwide and not peering.standalone and bool(peering.name)
+        if peers and not await ensure_peering(ctx.rest, peering.name):
+            raise kopf.TemporaryError(
+                f"Kopf's peering CRD (clusterkopfpeerings.kopf.dev) is not served yet: "
+                f"cannot create the peering {peering.name}",
+                delay=PEERING_RETRY_SECONDS,
+            )
 
     @kopf.on.cleanup(registry=registry)
     async def controller_cleanup(memo: Any, **_: Any) -> None:
