@@ -11,6 +11,8 @@ import pytest
 from tests.cluster.conftest import Cluster
 from tests.waiting import async_wait_for
 from virtualpod.core.settings import Settings
+from virtualpod.kube.controller import ensure_peering
+from virtualpod.kube.rest import RestClient
 from virtualpod.testing.emulator import write_kubeconfig
 from virtualpod.testing.operator import OperatorProcess
 
@@ -58,3 +60,21 @@ async def test_two_controller_replicas_peer_and_one_places_the_virtualpods(
     finally:
         outputs = [await replica.stop() for replica in replicas]
     assert not any("Pausing all operators" in out for out in outputs), outputs
+
+
+async def test_the_peering_object_is_created_once_kopfs_crd_is_served(cluster: Cluster) -> None:
+    """`kubectl apply -k` sends Kopf's CRD and the controller together: until the CRD is
+    served, creating the object is refused (404) and the startup tries again."""
+    if cluster.emulator is None or cluster.api_url is None:
+        pytest.skip("the CRD cannot be taken away from a real cluster under test")
+    emulator = cluster.emulator
+    spec = emulator.undeclare(PEERINGS)
+    rest = await RestClient.connect(cluster.api_url)
+    try:
+        assert await ensure_peering(rest, "vp-peering") is False
+        emulator.declare(spec)
+        assert await ensure_peering(rest, "vp-peering") is True
+        assert await ensure_peering(rest, "vp-peering") is True  # exists already: fine
+    finally:
+        await rest.close()
+    assert emulator.get_object(PEERINGS, None, "vp-peering") is not None

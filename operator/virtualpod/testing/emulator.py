@@ -80,6 +80,12 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
             singular=spec.kind.lower(),
         )
 
+    def undeclare(self, resource_key: str) -> ResourceSpec:
+        """Stop serving a resource, as before its CRD is applied (404 on its URLs);
+        `declare` the returned spec to serve it again."""
+        self.resources.pop(resource_key, None)
+        return self._specs.pop(resource_key)
+
     @property
     def resource_version(self) -> int:
         return self.store.rv
@@ -150,6 +156,11 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         target = self._target(raw.path)
+        if target is None and raw.method != "GET" and raw.path.startswith(("/api/", "/apis/")):
+            # A write to a resource not served (e.g. a CRD not applied yet): a real API
+            # server answers 404 (KMock would echo the body back with 200).
+            gone = ApiError(404, "NotFound", "the server could not find the requested resource")
+            return aiohttp.web.json_response(gone.status(), status=404)
         if target is None:
             response: aiohttp.web.StreamResponse = await super().__call__(raw)
             return response
