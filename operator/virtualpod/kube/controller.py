@@ -24,8 +24,10 @@ VirtualPod never overlap and coalesce while one runs.
 * **Usage-aware.** New Pods get a preferred node affinity from the agents' Leases.
 * No finalizer of its own: deleting a VirtualPod deletes its Pod (owner references
   would, too); the agent's finalizer holds a bound VirtualPod until its VM is gone.
-  Only watch events are paused by Kopf peering; a retry already scheduled then finds
-  the same state and makes the same (idempotent) writes.
+* **Peering.** The replicas share a ClusterKopfPeering, which the startup creates when
+  missing (the manifests ship only Kopf's CRD: one `kubectl apply -k`). Only watch
+  events are paused by Kopf peering; a retry already scheduled then finds the same
+  state and makes the same (idempotent) writes.
 """
 
 from __future__ import annotations
