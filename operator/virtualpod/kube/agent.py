@@ -105,14 +105,11 @@ async def virtualpods_by_uuid(
             generation=meta.get("generation"),
             deleting=bool(meta.get("deletionTimestamp")),
             here=served_here(body, memo),
-            requests=sizing.requests,
-            size=sizing.size,
+            sizing=sizing,
             phase=status.get("phase"),
             conditions=conditions,
             restart_required=condition_status(conditions, "RestartRequired") == "True",
             restart_count=(status.get("vm") or {}).get("restartCount") or 0,
-            qos_class=sizing.qos_class,
-            oom_score_adj=sizing.oom_score_adj,
             observed_generation=status.get("observedGeneration"),
         )
     }

@@ -47,8 +47,9 @@ class Sizing:
     """What a VirtualPod's plan says about its size, for the index (None: not admitted
     yet, or invalid)."""
 
+    #: Summed requests of the Pod as admitted.
     requests: Amount | None = None
-    #: (vCPUs, memory bytes).
+    #: (vCPUs, memory bytes) the VM is sized to.
     size: tuple[int, int] | None = None
     qos_class: str | None = None
     oom_score_adj: int | None = None
@@ -63,16 +64,11 @@ class Owner:
     deleting: bool
     #: Bound to this host: served by its agent.
     here: bool
-    #: Summed requests of the Pod as admitted (None: not admitted or invalid).
-    requests: Amount | None
-    #: (vCPUs, memory bytes) the spec asks for (None: not planned).
-    size: tuple[int, int] | None
+    sizing: Sizing
     phase: str | None
     conditions: tuple[dict[str, object], ...]
     restart_required: bool
     restart_count: int
-    qos_class: str | None
-    oom_score_adj: int | None
     observed_generation: int | None = None
 
 
@@ -164,6 +160,11 @@ class AgentContext:
         if index is None:
             return {}
         return {name: next(iter(values), 0) for name, values in index.items()}
+
+    def sized(self, uuid: str) -> Sizing | None:
+        """What the index last computed for this VM's size (None: never seen)."""
+        known = self.sizing.get(uuid)
+        return known[1] if known is not None else None
 
     def owner(self, uuid: str) -> Owner | None:
         """The indexed VirtualPod owning a domain, if known."""

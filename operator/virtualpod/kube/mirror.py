@@ -69,9 +69,9 @@ async def _refresh(ctx: AgentContext, uuid: str, announce_change: bool) -> None:
             await post(ctx, owner.ref, "Warning", "Failed", message)
     else:
         status = runtime_status(info, ctx, conditions, owner.generation)
-        status["qosClass"] = owner.qos_class
+        status["qosClass"] = owner.sizing.qos_class
         if condition_status(conditions, "RestartRequired") == "True" and runs_size(
-            info, owner.size
+            info, owner.sizing.size
         ):
             status["conditions"] = set_condition(
                 status["conditions"],

@@ -118,9 +118,9 @@ def placed_requests(ctx: AgentContext, exclude: str) -> Amount:
     """Summed requests of the VMs placed (or being placed) here, but `exclude`."""
     amounts: list[Amount] = list(ctx.reserving.values())
     for uuid in ctx.placed:
-        known = ctx.sizing.get(uuid) if uuid != exclude else None
-        if known is not None and known[1].requests is not None:
-            amounts.append(known[1].requests)
+        sizing = ctx.sized(uuid) if uuid != exclude else None
+        if sizing is not None and sizing.requests is not None:
+            amounts.append(sizing.requests)
     return sum_requests(amounts)
 
 

@@ -84,9 +84,10 @@ async def _restart(ctx: AgentContext, uuid: str, delay: float, why: str, refresh
             record.count += 1
             record.streak += 1
             record.started_at = time.monotonic()
-            if owner.oom_score_adj is not None:
+            oom_score_adj = owner.sizing.oom_score_adj
+            if oom_score_adj is not None:
                 with contextlib.suppress(HypervisorError):
-                    await ctx.hv.set_oom_score_adj(uuid, owner.oom_score_adj)
+                    await ctx.hv.set_oom_score_adj(uuid, oom_score_adj)
             await post(
                 ctx,
                 owner.ref,
