@@ -766,7 +766,7 @@ def test_priority_classes_exist_for_the_roles_and_the_examples() -> None:
 AGENT_API_CALLS = {
     ("virtualpod.dev", "virtualpods", "list"): "Kopf: initial listing (its node's label)",
     ("virtualpod.dev", "virtualpods", "watch"): "Kopf: the watch stream (its node's label)",
-    ("virtualpod.dev", "virtualpods", "patch"): "Kopf: finalizer, progress annotations",
+    ("virtualpod.dev", "virtualpods", "patch"): "Kopf: its finalizer (removed after delete)",
     ("virtualpod.dev", "virtualpods/status", "patch"): "status and conditions",
     ("", "events", "create"): "kopf.event/info/warn",
     ("", "secrets", "get"): "env valueFrom secretKeyRef, for the cloud-init seed",
@@ -782,8 +782,7 @@ AGENT_API_CALLS = {
 CONTROLLER_API_CALLS = {
     ("virtualpod.dev", "virtualpods", "list"): "Kopf: initial listing",
     ("virtualpod.dev", "virtualpods", "watch"): "Kopf: the watch stream",
-    ("virtualpod.dev", "virtualpods", "patch"): "the node label and admitted digest",
-    ("virtualpod.dev", "virtualpods", "get"): "re-read after a status write lost a race",
+    ("virtualpod.dev", "virtualpods", "patch"): "node label, admitted digest, finalizer",
     ("virtualpod.dev", "virtualpods/status", "patch"): "binding and the Scheduled condition",
     ("", "pods", "list"): "Kopf: companion Pods (label selector)",
     ("", "pods", "watch"): "Kopf: companion Pods (label selector)",
