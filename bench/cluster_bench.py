@@ -137,6 +137,8 @@ async def measure(
                 url + VPODS, params=params, timeout=aiohttp.ClientTimeout(total=None)
             ) as stream:
                 async for line in stream.content:
+                    if b"Running" not in line:
+                        continue  # parse only what can be the awaited change
                     obj = json.loads(line)["object"]
                     name = obj["metadata"]["name"]
                     status = obj.get("status") or {}

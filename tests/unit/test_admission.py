@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from virtualpod.core.admission import (
+    PlacedRequests,
     allocatable,
     insufficient,
     sum_requests,
@@ -50,6 +51,61 @@ def test_requests_must_fit_next_to_what_is_placed(
 def test_requests_add_up() -> None:
     assert sum_requests([Amount(1, 2), Amount(3, 4)]) == Amount(4, 6)
     assert sum_requests([]) == Amount(0, 0)
+
+
+def _ledger(steps: list[tuple[str, str, Amount | None]]) -> PlacedRequests:
+    placed = PlacedRequests({"a": Amount(1000, GIB)})
+    for step, uuid, requests in steps:
+        if step == "add":
+            placed.add(uuid, requests)
+        elif step == "resize":
+            placed.resize(uuid, requests)
+        else:
+            placed.discard(uuid)
+    return placed
+
+
+@pytest.mark.parametrize(
+    ("steps", "total", "members"),
+    [
+        pytest.param([], Amount(1000, GIB), ["a"], id="placed-at-start"),
+        pytest.param(
+            [("add", "b", Amount(500, GIB))], Amount(1500, 2 * GIB), ["a", "b"], id="added"
+        ),
+        pytest.param(
+            [("add", "a", Amount(2000, GIB))], Amount(2000, GIB), ["a"], id="added-again-replaces"
+        ),
+        pytest.param(
+            [("add", "b", None)], Amount(1000, GIB), ["a", "b"], id="size-unknown-counts-0"
+        ),
+        pytest.param(
+            [("add", "b", None), ("resize", "b", Amount(1, 1))],
+            Amount(1001, GIB + 1),
+            ["a", "b"],
+            id="resized-once-known",
+        ),
+        pytest.param(
+            [("resize", "c", Amount(1, 1))], Amount(1000, GIB), ["a"], id="resize-never-places"
+        ),
+        pytest.param([("discard", "a", None)], Amount(0, 0), [], id="discarded"),
+        pytest.param([("discard", "z", None)], Amount(1000, GIB), ["a"], id="discard-unknown"),
+    ],
+)
+def test_placed_requests_follow_adds_resizes_and_discards(
+    steps: list[tuple[str, str, Amount | None]], total: Amount, members: list[str]
+) -> None:
+    placed = _ledger(steps)
+    assert placed.total() == total
+    assert sorted(placed) == members
+    assert len(placed) == len(members)
+
+
+def test_placed_requests_leave_out_the_vm_being_admitted() -> None:
+    placed = PlacedRequests({"a": Amount(1000, GIB), "b": Amount(500, 2 * GIB), "c": None})
+    assert placed.total(exclude="b") == Amount(1000, GIB)
+    assert placed.total(exclude="c") == Amount(1500, 3 * GIB)
+    assert "c" in placed
+    assert "d" not in placed
 
 
 @pytest.mark.parametrize(

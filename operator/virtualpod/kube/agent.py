@@ -16,8 +16,8 @@ from typing import Any
 
 import kopf
 
-from virtualpod.core.binding import NODE_LABEL, serves, with_admitted_resources
-from virtualpod.core.plan import plan_virtualpod
+from virtualpod.core.admission import PlacedRequests
+from virtualpod.core.binding import NODE_LABEL, serves
 from virtualpod.core.quantity import MILLICPU_PER_CPU, format_bytes
 from virtualpod.core.settings import Amount
 from virtualpod.core.spec import API_GROUP, API_VERSION, SpecError
@@ -27,6 +27,7 @@ from virtualpod.kube.api import KubeApi
 from virtualpod.kube.context import PLURAL, AgentContext, Owner, Sizing, context, vpod_ref
 from virtualpod.kube.lease import publish_lease
 from virtualpod.kube.mirror import mirror_lifecycle
+from virtualpod.kube.plans import plan_key, planned
 from virtualpod.kube.reconcile import body_uuid, reconcile
 from virtualpod.kube.reporters import info, warn
 from virtualpod.kube.restart_policy import cancel_restart
@@ -68,17 +69,16 @@ def is_pending(body: kopf.Body, **_: Any) -> bool:
 
 
 def sized(ctx: AgentContext, uuid: str, body: kopf.Body) -> Sizing:
-    """The size the VirtualPod's plan gives it, planned again only when its spec
-    (generation) or its admitted resources changed."""
-    key = (body.get("metadata", {}).get("generation"), (body.get("status") or {}).get("admitted"))
+    """The size the VirtualPod's plan gives it (`kube.plans`: planned again only when
+    the plan can change)."""
+    key = plan_key(ctx, body)
     known = ctx.sizing.get(uuid)
     if known is not None and known[0] == key:
         return known[1]
     sizing = Sizing()
-    manifest = with_admitted_resources(body)
-    if manifest is not None:
-        with contextlib.suppress(SpecError):
-            plan = plan_virtualpod(dict(manifest), ctx.settings, cgroup_version=ctx.cgroup_version)
+    with contextlib.suppress(SpecError):
+        plan = planned(ctx, uuid, body)
+        if plan is not None:
             sizing = Sizing(
                 plan.requests,
                 (plan.size.vcpus, plan.size.memory_bytes),
@@ -86,7 +86,13 @@ def sized(ctx: AgentContext, uuid: str, body: kopf.Body) -> Sizing:
                 plan.oom_score_adj(ctx.capacity.memory_bytes),
             )
     ctx.sizing[uuid] = (key, sizing)
+    ctx.placed.resize(uuid, sizing.requests)
     return sizing
+
+
+def sizing_requests(ctx: AgentContext, uuid: str) -> Amount | None:
+    known = ctx.sized(uuid)
+    return known.requests if known is not None else None
 
 
 async def virtualpods_by_uuid(
@@ -139,7 +145,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
     ctx.cgroup_version = hv.cgroup_version
     capacity = await hv.host_capacity()
     ctx.capacity = Amount(capacity.cpus * MILLICPU_PER_CPU, capacity.memory_bytes)
-    ctx.placed = {found.uuid for found in await hv.list_domains()}
+    ctx.placed = PlacedRequests(
+        {found.uuid: sizing_requests(ctx, found.uuid) for found in await hv.list_domains()}
+    )
     ctx.tasks.append(asyncio.create_task(mirror_lifecycle(ctx), name="libvirt-lifecycle"))
     ctx.tasks.append(asyncio.create_task(publish_lease(ctx), name="host-lease"))
     for hook in ctx.on_ready:
@@ -199,6 +207,7 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
     ctx.vm_locks.pop(uuid, None)
     ctx.refresh_locks.pop(uuid, None)
     ctx.sizing.pop(uuid, None)
+    ctx.plans.pop(uuid, None)
     ctx.placed.discard(uuid)
     ctx.suspensions.pop(uuid, None)
     ctx.reserving.pop(uuid, None)

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, cast
 
 import kopf
 
-from virtualpod.core.admission import allocatable
+from virtualpod.core.admission import PlacedRequests, allocatable
 from virtualpod.core.binding import node_selector
+from virtualpod.core.plan import VMPlan
 from virtualpod.core.settings import Amount, Settings
-from virtualpod.core.spec import API_GROUP, API_VERSION, KIND
+from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError
 from virtualpod.core.status import Suspension
 from virtualpod.kube.api import KubeApi, ObjectRef
 from virtualpod.kube.workload import Workloads
@@ -97,6 +98,9 @@ class Written:
     status: Mapping[str, object] = field(default_factory=dict)
 
 
+#: What a VirtualPod's plan depends on: (generation, status.admitted, priority value).
+PlanKey = tuple[object, object, int | None]
+
 ReadyHook = Callable[["AgentContext"], Awaitable[None] | None]
 
 
@@ -112,8 +116,9 @@ class AgentContext:
     hypervisor: Hypervisor | None = None
     cgroup_version: int = 1
     capacity: Amount = field(default_factory=lambda: Amount(0, 0))
-    #: Domain UUIDs of VMs placed on this host (what counts against allocatable).
-    placed: set[str] = field(default_factory=set)
+    #: The VMs placed on this host by domain UUID, with the requests that count against
+    #: allocatable.
+    placed: PlacedRequests = field(default_factory=PlacedRequests)
     #: Admitted but not yet defined (between the capacity check and defineXML).
     reserving: dict[str, Amount] = field(default_factory=dict)
     admission_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -127,10 +132,11 @@ class AgentContext:
     vm_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     #: One status refresh of a VM at a time (`mirror.refresh_status`).
     refresh_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    #: What the index computed per domain UUID, keyed by (generation, admitted): the
-    #: index runs on every watch event, most of which change neither. Admission sums
-    #: the placed VMs' requests from it.
-    sizing: dict[str, tuple[object, Sizing]] = field(default_factory=dict)
+    #: Each VirtualPod's plan (or why it has none) by domain UUID, with what it was made
+    #: from (`kube.plans`): the index runs on every watch event, most change nothing.
+    plans: dict[str, tuple[PlanKey, VMPlan | SpecError | None]] = field(default_factory=dict)
+    #: The size the index took from that plan.
+    sizing: dict[str, tuple[PlanKey, Sizing]] = field(default_factory=dict)
     #: kopf indexes, captured at startup (live views).
     by_uuid: kopf.Index[str, Owner] | None = None
     priority_class_index: kopf.Index[str, int] | None = None
@@ -155,11 +161,12 @@ class AgentContext:
             raise kopf.TemporaryError("libvirt is not connected yet", delay=1)
         return self.hypervisor
 
-    def priority_classes(self) -> dict[str, int]:
+    def priority_of(self, class_name: str) -> int | None:
+        """The value of a PriorityClass (None: not known here)."""
         index = self.priority_class_index
-        if index is None:
-            return {}
-        return {name: next(iter(values), 0) for name, values in index.items()}
+        if index is None or class_name not in index:
+            return None
+        return next(iter(index[class_name]), None)
 
     def sized(self, uuid: str) -> Sizing | None:
         """What the index last computed for this VM's size (None: never seen)."""

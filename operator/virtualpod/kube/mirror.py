@@ -2,7 +2,8 @@
 
 A task started with the agent follows libvirt's lifecycle events and writes each
 domain's state into its owner's status within seconds; a domain a handler is busy with
-is re-checked a moment later instead (the handler writes what its own actions caused).
+is re-checked a moment later instead (the handler writes what its own actions caused),
+and an event that says what the last status written says (a VM runs) is not read again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from virtualpod.kube.context import AgentContext, Written
 from virtualpod.kube.reporters import announce, patch_status, post
 from virtualpod.kube.restart_policy import needs_restart, schedule_restart
 from virtualpod.kube.runtime import runs_size, runtime_status
-from virtualpod.libvirt.hypervisor import DomainNotFound
+from virtualpod.libvirt.hypervisor import DomainNotFound, EventKind
 
 log = logging.getLogger(__name__)
 
@@ -115,28 +116,43 @@ async def refresh_quietly(ctx: AgentContext, uuid: str) -> None:
     await refresh_status(ctx, uuid, announce_change=False)
 
 
+#: Events that say a VM runs now: nothing to mirror when the last status written says so
+#: (any later change away from running has an event of its own, which is mirrored).
+TO_RUNNING = frozenset({EventKind.STARTED, EventKind.RESUMED})
+
+
+def already_mirrored(ctx: AgentContext, uuid: str, kind: EventKind | None) -> bool:
+    """The event says what the last status written (by a reconcile, which started the VM
+    itself, or by a refresh) already says: no need to read libvirt again."""
+    last = ctx.written.get(uuid)
+    return kind in TO_RUNNING and last is not None and last.phase == "Running"
+
+
 async def mirror_lifecycle(ctx: AgentContext) -> None:
     """Follow libvirt lifecycle events; mirror each into the owning VirtualPod's status."""
     hv = ctx.hv
     loop = asyncio.get_running_loop()
-    todo: asyncio.Queue[str | None] = asyncio.Queue()
+    #: (domain UUID, what happened); (None, None): reconnected, resync every VM.
+    todo: asyncio.Queue[tuple[str | None, EventKind | None]] = asyncio.Queue()
 
     async def pump() -> None:
         async with hv.subscribe() as events:
             async for event in events:
                 if event.uuid is None:  # reconnected: events may be lost, resync all
-                    todo.put_nowait(None)
-                elif event.kind.value != "defined":
-                    todo.put_nowait(event.uuid)
+                    todo.put_nowait((None, None))
+                elif event.kind is not EventKind.DEFINED:
+                    todo.put_nowait((event.uuid, event.kind))
 
     pumping = asyncio.create_task(pump(), name="libvirt-events")
     try:
         while True:
-            uuid = await todo.get()
+            uuid, kind = await todo.get()
             uuids = list(ctx.placed) if uuid is None else [uuid]
             for one in uuids:
                 if one in ctx.busy:
-                    loop.call_later(MIRROR_RECHECK_SECONDS, todo.put_nowait, one)
+                    loop.call_later(MIRROR_RECHECK_SECONDS, todo.put_nowait, (one, kind))
+                    continue
+                if already_mirrored(ctx, one, kind):
                     continue
                 try:
                     await refresh_status(ctx, one, announce_change=uuid is not None)

@@ -23,9 +23,8 @@ from typing import Any
 import kopf
 
 from virtualpod.core.admission import insufficient, sum_requests, too_large, unschedulable_message
-from virtualpod.core.binding import with_admitted_resources
 from virtualpod.core.domain import domain_uuid
-from virtualpod.core.plan import VMPlan, plan_virtualpod
+from virtualpod.core.plan import VMPlan
 from virtualpod.core.quantity import format_bytes
 from virtualpod.core.settings import Amount
 from virtualpod.core.spec import SpecError
@@ -33,6 +32,7 @@ from virtualpod.core.status import Conditions, condition_status, set_condition
 from virtualpod.kube.api import shorten
 from virtualpod.kube.common import KOPF_STATUS
 from virtualpod.kube.context import AgentContext, Written
+from virtualpod.kube.plans import planned
 from virtualpod.kube.reporters import info, warn
 from virtualpod.kube.runtime import runtime_status
 from virtualpod.kube.workload import discard_workload, prepare_workload
@@ -116,12 +116,7 @@ def _reconcile_failed(body: Body, patch: MutableMapping[str, Any], message: str)
 
 def placed_requests(ctx: AgentContext, exclude: str) -> Amount:
     """Summed requests of the VMs placed (or being placed) here, but `exclude`."""
-    amounts: list[Amount] = list(ctx.reserving.values())
-    for uuid in ctx.placed:
-        sizing = ctx.sized(uuid) if uuid != exclude else None
-        if sizing is not None and sizing.requests is not None:
-            amounts.append(sizing.requests)
-    return sum_requests(amounts)
+    return sum_requests([ctx.placed.total(exclude), *ctx.reserving.values()])
 
 
 async def _reconcile(
@@ -133,8 +128,15 @@ async def _reconcile(
     conditions: Conditions = list(status.get("conditions") or [])
     out: dict[str, Any] = {"observedGeneration": generation}
     patch.setdefault("status", {})
-    manifest = with_admitted_resources(body)
-    if manifest is None:
+    try:
+        plan = planned(ctx, body_uuid(body), body)
+        if plan is not None:
+            plan = checked_plan(plan, ctx.settings)  # host files (spec.boot, image), here
+    except SpecError as error:
+        raise _invalid_spec(body, patch, conditions, out, error) from error
+    except HostFileMissing as error:
+        raise _host_file_missing(body, patch, conditions, out, error) from error
+    if plan is None:
         conditions = set_condition(
             conditions, "Ready", False, "NotAdmitted", NOT_ADMITTED_MESSAGE, generation
         )
@@ -146,27 +148,6 @@ async def _reconcile(
             conditions=conditions,
         )
         return
-    try:
-        plan = plan_virtualpod(
-            dict(manifest),
-            ctx.settings,
-            cgroup_version=ctx.cgroup_version,
-            priority_classes=ctx.priority_classes(),
-        )
-        plan = checked_plan(plan, ctx.settings)  # host files (spec.boot, image), on this host
-    except SpecError as error:
-        message = str(error)
-        conditions = set_condition(conditions, "Valid", False, "InvalidSpec", message, generation)
-        conditions = set_condition(conditions, "Ready", False, "InvalidSpec", message, generation)
-        patch["status"].update(
-            out, phase="Failed", reason="InvalidSpec", message=message, conditions=conditions
-        )
-        if status.get("message") != message or status.get("reason") != "InvalidSpec":
-            warn(body, reason="InvalidSpec", message=message)
-        raise kopf.PermanentError(f"invalid VirtualPod: {message}") from error
-    except HostFileMissing as error:
-        raise _host_file_missing(body, patch, conditions, out, error) from error
-
     conditions = set_condition(conditions, "Valid", True, "Valid", "", generation)
     out["qosClass"] = plan.qos_class.value
     new = defined_now = False
@@ -184,7 +165,7 @@ async def _reconcile(
     def on_defined(defined: DefineResult) -> None:
         nonlocal defined_now
         defined_now = True
-        ctx.placed.add(plan.uuid)
+        ctx.placed.add(plan.uuid, plan.requests)
         ctx.reserving.pop(plan.uuid, None)
         if defined.created:
             info(body, reason="Created", message=f"defined domain {plan.domain_name}")
@@ -214,6 +195,27 @@ async def _reconcile(
         tuple(final["conditions"]), final["phase"], generation, written
     )
     patch["status"].update(written)
+
+
+def _invalid_spec(
+    body: Body,
+    patch: MutableMapping[str, Any],
+    conditions: Conditions,
+    out: dict[str, Any],
+    error: SpecError,
+) -> kopf.PermanentError:
+    """`Valid=False`, `Failed` with the validation message, a Warning when it is new."""
+    generation = out["observedGeneration"]
+    message = str(error)
+    conditions = set_condition(conditions, "Valid", False, "InvalidSpec", message, generation)
+    conditions = set_condition(conditions, "Ready", False, "InvalidSpec", message, generation)
+    patch["status"].update(
+        out, phase="Failed", reason="InvalidSpec", message=message, conditions=conditions
+    )
+    status = body.get("status") or {}
+    if status.get("message") != message or status.get("reason") != "InvalidSpec":
+        warn(body, reason="InvalidSpec", message=message)
+    return kopf.PermanentError(f"invalid VirtualPod: {message}")
 
 
 def _host_file_missing(

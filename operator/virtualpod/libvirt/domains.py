@@ -199,6 +199,10 @@ class Domains(Connection):
         """Boot, or restore a managed-save image; no-op when already active."""
         return await self._with_domain(uuid, self._start)
 
+    async def start_observed(self, uuid: str) -> tuple[StartResult, DomainInfo]:
+        """`start`, then what libvirt shows after it: one call, not two."""
+        return await self._with_domain(uuid, lambda dom: (self._start(dom), domain_info(dom)))
+
     def _start(self, dom: Any) -> StartResult:
         if dom.isActive():
             return StartResult(started=False, restored=False, seconds=0.0)

@@ -4,9 +4,9 @@ As KubeVirt's `SyncVMI`: the handler hands over the plan and gets back what libv
 and shows, and decides only when to call and how to report. In order: look up; prepare
 (the caller's hook: admission, disks); define (runtime metadata kept); tune live what
 changed on a running VM; start when stopped (not when saved: resuming is the pressure
-loop's); write the OOM score of a fresh QEMU process; observe. Failures of single steps
-that do not stop the rest (live tuning, the start, the OOM score) are returned, not
-raised.
+loop's) and observe in the same call; write the OOM score of a fresh QEMU process.
+Failures of single steps that do not stop the rest (live tuning, the start, the OOM
+score) are returned, not raised.
 """
 
 from __future__ import annotations
@@ -103,15 +103,16 @@ class DomainManager(Domains, LiveTuning, Host):
         tuned = None
         if info is not None and info.active and defined.changed:
             tuned = await self.tune_live(plan, info)
-        started = start_error = oom = None
+        started = start_error = oom = observed = None
         if info is None or needs_start(info, allowed=start):
             try:
-                started = await self.start(plan.uuid)
+                started, observed = await self.start_observed(plan.uuid)
             except HypervisorError as error:
                 start_error = error
             if started is not None and started.started:
                 oom = await self._oom_score(plan.uuid, oom_score_adj)
-        observed = await self.lookup(plan.uuid)
+        if observed is None:  # not started, or the start failed
+            observed = await self.lookup(plan.uuid)
         return SyncResult(True, observed, defined, tuned, started, start_error, oom)
 
     async def tune_live(self, plan: VMPlan, info: DomainInfo) -> LiveTune:
