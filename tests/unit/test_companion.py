@@ -17,6 +17,7 @@ from virtualpod.core.companion import (
     owned_by,
     placement,
     preferred_terms,
+    resources_annotation,
 )
 
 IMAGE = "registry.k8s.io/pause:3.10"
@@ -165,9 +166,9 @@ def test_mirrors_tells_a_changed_virtualpod_from_admission_defaults() -> None:
     obj = vpod()
     pod = companion_pod(obj, image=IMAGE)
     pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "1"  # LimitRange default
-    assert mirrors(pod, obj)
+    assert mirrors(pod, resources_annotation(obj))
     obj["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "750m"
-    assert not mirrors(pod, obj)
+    assert not mirrors(pod, resources_annotation(obj))
 
 
 def test_admitted_resources_are_the_pods_after_admission() -> None:

@@ -153,10 +153,11 @@ def owned_by(pod: Mapping[str, Any], uid: str | None) -> bool:
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
 
 
-def mirrors(pod: Mapping[str, Any], vpod: Mapping[str, Any]) -> bool:
-    """The Pod was made from the VirtualPod's current containers and resources."""
+def mirrors(pod: Mapping[str, Any], resources: str) -> bool:
+    """The Pod was made from the VirtualPod's current containers and resources (its
+    `resources_annotation`)."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    return bool(annotations.get(RESOURCES_ANNOTATION) == resources_annotation(vpod))
+    return bool(annotations.get(RESOURCES_ANNOTATION) == resources)
 
 
 def admitted_resources(pod: Mapping[str, Any]) -> JSON:

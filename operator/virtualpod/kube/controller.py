@@ -57,6 +57,7 @@ from virtualpod.core.companion import (
     owned_by,
     placement,
     preferred_terms,
+    resources_annotation,
     scheduled_message,
 )
 from virtualpod.core.settings import Settings
@@ -90,6 +91,26 @@ Key = tuple[str, str]
 JSON = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SpecFacts:
+    """What the controller reads off a VirtualPod's spec."""
+
+    #: Why the spec is invalid; "" when it is valid.
+    error: str
+    #: The containers' resources the companion Pod mirrors (`resources_annotation`);
+    #: "" for an invalid spec (no Pod is made from it).
+    resources: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A bound Pod's resources as the API server admitted them (`status.admitted`)."""
+
+    resources: JSON
+    #: The digest the VirtualPod's label carries (`admitted_digest`).
+    digest: str
+
+
 @dataclass
 class ControllerContext:
     """The controller's state, in kopf's memo as `memo.controller`."""
@@ -111,15 +132,18 @@ class ControllerContext:
     recreated: dict[Key, float] = field(default_factory=dict)
     #: When this controller created each VirtualPod's Pod (monotonic).
     created: dict[Key, float] = field(default_factory=dict)
-    #: Each VirtualPod's spec error ("" when valid) by (uid, generation): a sync runs on
-    #: every change of the object or its Pod, the spec changes far less often.
-    spec_errors: dict[Key, tuple[tuple[object, object], str]] = field(default_factory=dict)
+    #: What each VirtualPod's spec says, by (uid, generation), and each bound Pod's
+    #: admitted resources, by (uid, resourceVersion): a sync runs on every change of the
+    #: object or its Pod; the spec and the Pod's resources change far less often.
+    specs: dict[Key, tuple[tuple[object, object], SpecFacts]] = field(default_factory=dict)
+    admissions: dict[Key, tuple[tuple[object, object], Admission]] = field(default_factory=dict)
 
-    def spec_error(self, vpod: JSON) -> str:
-        """Why the VirtualPod's spec is invalid, or "" (parsed once per generation)."""
+    def spec_facts(self, vpod: JSON) -> SpecFacts:
+        """Why the VirtualPod's spec is invalid ("" when valid) and the resources its Pod
+        must mirror (read once per generation)."""
         meta = vpod["metadata"]
         version = (meta.get("uid"), meta.get("generation"))
-        known = self.spec_errors.get(_key(vpod))
+        known = self.specs.get(_key(vpod))
         if known is not None and known[0] == version:
             return known[1]
         try:
@@ -127,8 +151,29 @@ class ControllerContext:
             error = ""
         except SpecError as invalid:
             error = str(invalid)
-        self.spec_errors[_key(vpod)] = (version, error)
-        return error
+        facts = SpecFacts(error, "" if error else resources_annotation(vpod))
+        self.specs[_key(vpod)] = (version, facts)
+        return facts
+
+    def admission(self, key: Key, pod: JSON) -> Admission:
+        """The bound Pod's resources as admitted, and their digest (read once per version
+        of the Pod)."""
+        meta = pod["metadata"]
+        version = (meta.get("uid"), meta.get("resourceVersion"))
+        known = self.admissions.get(key)
+        if known is not None and known[0] == version:
+            return known[1]
+        resources = admitted_resources(pod)
+        admitted = Admission(resources, admitted_digest(resources))
+        self.admissions[key] = (version, admitted)
+        return admitted
+
+    def forget(self, key: Key) -> None:
+        """A VirtualPod is gone: nothing of it is kept."""
+        self.vpods.forget(key)
+        for kept in (self.recreated, self.created, self.specs, self.admissions):
+            kept.pop(key, None)
+        self.cancel_retry(key)
 
     def kick(self, key: Key) -> None:
         """Sync this VirtualPod soon; if a sync runs, once more after it."""
@@ -240,10 +285,10 @@ async def sync(ctx: ControllerContext, key: Key) -> None:
     wanted = spec.get("nodeName") if isinstance(spec, Mapping) else None
     if ctx.bind_to and isinstance(wanted, str) and wanted and wanted != ctx.bind_to:
         return  # one host (role all): a VirtualPod for another node is not ours at all
-    error = ctx.spec_error(vpod)
-    if error:
+    facts = ctx.spec_facts(vpod)
+    if facts.error:
         await write_scheduled(
-            ctx, vpod, False, "InvalidSpec", error, event="InvalidSpec", phase="Failed"
+            ctx, vpod, False, "InvalidSpec", facts.error, event="InvalidSpec", phase="Failed"
         )
         return
     if pod is not None and not owned_by(pod, uid):
@@ -252,7 +297,7 @@ async def sync(ctx: ControllerContext, key: Key) -> None:
         ctx.retry(key, ERROR_RETRY_SECONDS)
         return
     seen = placement(pod)
-    if seen.state is PodState.GONE or (pod is not None and not mirrors(pod, vpod)):
+    if seen.state is PodState.GONE or (pod is not None and not mirrors(pod, facts.resources)):
         pod = await replace_pod(ctx, key, vpod, pod)
         if pod is None:
             return
@@ -331,7 +376,8 @@ async def record_binding(ctx: ControllerContext, vpod: JSON, pod: JSON, node: st
     and need not add it (one write and one watch event fewer per VirtualPod)."""
     meta = vpod["metadata"]
     status = vpod.get("status") or {}
-    admitted = admitted_resources(pod)
+    admission = ctx.admission(_key(vpod), pod)
+    admitted = admission.resources
     message = scheduled_message(meta["namespace"], meta["name"], node)
     recorded = (
         status.get("podName") == pod["metadata"]["name"]
@@ -344,7 +390,7 @@ async def record_binding(ctx: ControllerContext, vpod: JSON, pod: JSON, node: st
         if not await write_scheduled(ctx, vpod, True, "Scheduled", message, extra=extra):
             return  # lost a race: the next sync writes status, and only then the label
         meta = (ctx.vpods.get(_key(vpod)) or vpod)["metadata"]  # as the write left it
-    digest = admitted_digest(admitted)
+    digest = admission.digest
     labels = meta.get("labels") or {}
     finalizers = list(meta.get("finalizers") or [])
     if (
@@ -516,11 +562,7 @@ def register(
         ctx = controller(memo)
         key = _key(body)
         if event.get("type") == "DELETED":
-            ctx.vpods.forget(key)
-            ctx.recreated.pop(key, None)
-            ctx.created.pop(key, None)
-            ctx.spec_errors.pop(key, None)
-            ctx.cancel_retry(key)
+            ctx.forget(key)
         elif not ctx.vpods.watched(key, dict(body)):
             return  # older than, or the same as, the answer to the controller's own write
         ctx.kick(key)
