@@ -13,6 +13,7 @@ against a real cluster the API server does all of this itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,19 @@ RUNTIME_CLASSES = "node.k8s.io/v1/runtimeclasses"
 LIMIT_RANGER_ANNOTATION = "kubernetes.io/limit-ranger"
 COMPUTE = ("cpu", "memory")
 TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@functools.lru_cache(maxsize=4096, typed=True)
+def _parsed(value: str | int | float) -> float:
+    return float(parse_decimal(value, "quantity"))
+
+
+def quantity_value(value: object) -> float:
+    """A quantity's value (`parse_decimal`), parsed once per spelling: the stand-ins
+    read the same few spellings again and again (the binder, on every pass)."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return _parsed(value)
+    return float(parse_decimal(value, "quantity"))  # not one: its error
 
 
 def _containers(spec: Mapping[str, Any]) -> list[JSON]:
@@ -87,14 +101,12 @@ def pod_request(pod: Mapping[str, Any], resource: str) -> float:
 
     def request(container: Mapping[str, Any]) -> float:
         value = ((container.get("resources") or {}).get("requests") or {}).get(resource)
-        return float(parse_decimal(value, "quantity")) if value is not None else 0.0
+        return quantity_value(value) if value is not None else 0.0
 
     apps = sum(request(c) for c in spec.get("containers") or [])
     inits = max((request(c) for c in spec.get("initContainers") or []), default=0.0)
     overhead = (spec.get("overhead") or {}).get(resource)
-    return max(apps, inits) + (
-        float(parse_decimal(overhead, "quantity")) if overhead is not None else 0.0
-    )
+    return max(apps, inits) + (quantity_value(overhead) if overhead is not None else 0.0)
 
 
 def pod_limit(pod: Mapping[str, Any], resource: str) -> float:
@@ -102,7 +114,7 @@ def pod_limit(pod: Mapping[str, Any], resource: str) -> float:
     total = 0.0
     for container in spec.get("containers") or []:
         value = ((container.get("resources") or {}).get("limits") or {}).get(resource)
-        total += float(parse_decimal(value, "quantity")) if value is not None else 0.0
+        total += quantity_value(value) if value is not None else 0.0
     return total
 
 
@@ -143,7 +155,7 @@ def check_quotas(
             if wanted is None:
                 continue
             in_use = sum(_usage(other, resource) or 0.0 for other in live)
-            if in_use + wanted > float(parse_decimal(limit, "quantity")):
+            if in_use + wanted > quantity_value(limit):
                 over.append(resource)
                 requested.append(f"{resource}={_quantity(wanted, resource)}")
                 used.append(f"{resource}={_quantity(in_use, resource)}")
@@ -169,18 +181,19 @@ class StandInPodAdmission:
         if resource.key != PODS:
             return
         default_requests_from_limits(obj)
-        apply_limit_ranges(obj, self.emulator.list_objects(LIMIT_RANGES, namespace))
+        # The stored objects are read, never changed: no copies (see `read_objects`).
+        apply_limit_ranges(obj, self.emulator.read_objects(LIMIT_RANGES, namespace))
         self._priority(obj)
         self._runtime_class(obj)
-        quotas = self.emulator.list_objects(QUOTAS, namespace)
-        if quotas:  # the namespace's Pods are read (copied) only when a quota counts them
-            check_quotas(obj, quotas, self.emulator.list_objects(PODS, namespace))
+        quotas = list(self.emulator.read_objects(QUOTAS, namespace))
+        if quotas:  # the namespace's Pods are read only when a quota counts them
+            check_quotas(obj, quotas, list(self.emulator.read_objects(PODS, namespace)))
 
     def _priority(self, pod: JSON) -> None:
         spec = pod.setdefault("spec", {})
         name = (pod.get("metadata") or {}).get("name")
         class_name = spec.get("priorityClassName")
-        classes = self.emulator.list_objects(PRIORITY_CLASSES)
+        classes = list(self.emulator.read_objects(PRIORITY_CLASSES))
         if class_name:
             found = [c for c in classes if c["metadata"]["name"] == class_name]
             if not found:
@@ -208,7 +221,7 @@ class StandInPodAdmission:
         class_name = spec.get("runtimeClassName")
         if not class_name:
             return
-        found = self.emulator.get_object(RUNTIME_CLASSES, None, class_name)
+        found = self.emulator.read_object(RUNTIME_CLASSES, None, class_name)
         if found is None:
             raise ApiError(403, "Forbidden", f'pod rejected: RuntimeClass "{class_name}" not found')
         fixed = (found.get("overhead") or {}).get("podFixed")

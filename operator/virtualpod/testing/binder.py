@@ -9,7 +9,9 @@ message shaped like the scheduler's. It retries unschedulable Pods whenever it r
 
 Never used by the operator: tests and the demo start it; with a real cluster the real
 kube-scheduler binds. It reads and writes the emulator directly, one pass at a time
-(`testing.control_plane` runs the passes).
+(`testing.control_plane` runs the passes), and keeps what it knows of the Pods as the
+scheduler's cache does: the pending ones and what each node's Pods request, updated
+from the Pods changed since the last pass (`testing.informer`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from virtualpod.core.companion import RUNTIME_CLASS
-from virtualpod.core.quantity import parse_decimal
-from virtualpod.testing.admission import PODS, TERMINAL_PHASES, pod_request
+from virtualpod.testing.admission import PODS, TERMINAL_PHASES, pod_request, quantity_value
 from virtualpod.testing.emulator import KubernetesApiEmulator
+from virtualpod.testing.informer import Informer, object_key
 from virtualpod.testing.objects import JSON
+from virtualpod.testing.store import Key
 
 NODES = "v1/nodes"
 AFFINITY_MISMATCH = "node(s) didn't match Pod's node affinity/selector"
@@ -97,7 +100,7 @@ def untolerated_taint(pod: Mapping[str, Any], node: Mapping[str, Any]) -> Mappin
 
 def _allocatable(node: Mapping[str, Any], resource: str) -> float:
     value = ((node.get("status") or {}).get("allocatable") or {}).get(resource)
-    return float(parse_decimal(value, "quantity")) if value is not None else 0.0
+    return quantity_value(value) if value is not None else 0.0
 
 
 #: Requests already placed per node name: {"cpu": cores, "memory": bytes}.
@@ -113,6 +116,13 @@ def _live(pod: Mapping[str, Any]) -> bool:
     ).get("deletionTimestamp")
 
 
+def bound_node(pod: Mapping[str, Any]) -> str | None:
+    """The node a Pod's requests count against: its `nodeName` while it is live; None
+    when it counts nowhere."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    return node if node and _live(pod) else None
+
+
 def usage(
     pods: Iterable[Mapping[str, Any]], request: Request = pod_request
 ) -> dict[str, dict[str, float]]:
@@ -120,10 +130,20 @@ def usage(
     over the Pods, as the scheduler's cache keeps it."""
     used: dict[str, dict[str, float]] = {}
     for pod in pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node and _live(pod):
+        node = bound_node(pod)
+        if node:
             place(used, node, pod, request)
     return used
+
+
+def summed(requests: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Per resource, the requests added one after the other, as `usage` and `place` add
+    them: a float sum depends on the order of its terms."""
+    total = dict.fromkeys(RESOURCES, 0.0)
+    for request in requests:
+        for resource in RESOURCES:
+            total[resource] += request[resource]
+    return total
 
 
 def place(
@@ -212,6 +232,46 @@ def _condition(status: str, reason: str | None = None, message: str = "") -> JSO
     return condition
 
 
+class NodeRequests:
+    """The requests of the Pods counted on one node and their sum, kept as `usage` sums
+    them: in list order. A Pod listed after all the others adds to the sum; any other
+    change has it summed again when next read."""
+
+    def __init__(self) -> None:
+        self.requests: dict[Key, tuple[int, Mapping[str, float]]] = {}
+        self._total = summed(())
+        self._last = -1
+        self._stale = False
+
+    def add(self, key: Key, position: int, requests: Mapping[str, float]) -> None:
+        """Count a Pod (again: a no-op unless its requests changed)."""
+        if key in self.requests:
+            if self.requests[key] == (position, requests):
+                return
+            self.remove(key)
+        self.requests[key] = (position, requests)
+        if self._stale or position < self._last:
+            self._stale = True
+            return
+        self._last = position
+        for resource in RESOURCES:
+            self._total[resource] += requests[resource]
+
+    def remove(self, key: Key) -> None:
+        """Stop counting a Pod (a float sum cannot take a term back exactly)."""
+        del self.requests[key]
+        self._stale = True
+
+    def total(self) -> Mapping[str, float]:
+        """The sum per resource: read it, never change it."""
+        if self._stale:
+            ordered = sorted(self.requests.values(), key=lambda item: item[0])
+            self._total = summed(requests for _, requests in ordered)
+            self._last = ordered[-1][0] if ordered else -1
+            self._stale = False
+        return self._total
+
+
 class StandInBinder:
     """kube-scheduler's part for companion Pods, on the emulator (see the module doc)."""
 
@@ -219,32 +279,44 @@ class StandInBinder:
         self.emulator = emulator
         #: How many Pods it bound (tests may check the binder, not the operator, bound).
         self.bound = 0
-        #: Each Pod's requests by (uid, resource): a Pod's resources do not change, and
-        #: every pass sums them for every bound Pod.
-        self._requests: dict[tuple[str, str], float] = {}
+        self._pods = Informer(emulator.store, PODS)
+        #: Each Pod's requests with its uid: a Pod's resources do not change, and a
+        #: Pod created again under the same name is another Pod.
+        self._requests: dict[Key, tuple[str, dict[str, float]]] = {}
+        #: The pending companion Pods, as stored.
+        self._pending: dict[Key, Mapping[str, Any]] = {}
+        #: The node each live bound Pod counts against, and per node those Pods' requests:
+        #: what `usage()` of every Pod would say.
+        self._placed: dict[Key, str] = {}
+        self._nodes: dict[str, NodeRequests] = {}
 
     def request(self, pod: Mapping[str, Any], resource: str) -> float:
-        key = (str((pod.get("metadata") or {}).get("uid")), resource)
-        if key not in self._requests:
-            self._requests[key] = pod_request(pod, resource)
-        return self._requests[key]
+        """`pod_request`, computed once per Pod."""
+        return self._requests_of(pod)[resource]
+
+    def _requests_of(self, pod: Mapping[str, Any]) -> Mapping[str, float]:
+        key = object_key(PODS, pod)
+        uid = str((pod.get("metadata") or {}).get("uid"))
+        cached = self._requests.get(key)
+        if cached is None or cached[0] != uid:
+            cached = self._requests[key] = (uid, {r: pod_request(pod, r) for r in RESOURCES})
+        return cached[1]
 
     def bind_pending(self) -> None:
         """One scheduling pass over every pending companion Pod, highest priority first."""
         emu = self.emulator
         nodes = list(emu.read_objects(NODES))
-        pods = list(emu.read_objects(PODS))
-        live = {str(pod["metadata"].get("uid")) for pod in pods}
-        self._requests = {key: v for key, v in self._requests.items() if key[0] in live}
-        used = usage(pods, self.request)
+        used = self.used()
+        order = self._pods.order
         pending = sorted(
-            (pod for pod in pods if _pending(pod)),
-            key=lambda pod: (
-                -int((pod.get("spec") or {}).get("priority") or 0),
-                pod["metadata"].get("creationTimestamp", ""),
+            self._pending.items(),
+            key=lambda item: (
+                -int((item[1].get("spec") or {}).get("priority") or 0),
+                item[1]["metadata"].get("creationTimestamp", ""),
+                order[item[0]],
             ),
         )
-        for pod in pending:
+        for _, pod in pending:
             meta = pod["metadata"]
             node, message = choose(pod, nodes, used)
             if node is None:
@@ -260,3 +332,43 @@ class StandInBinder:
                 continue
             place(used, node, emu.bind_pod(meta["namespace"], meta["name"], node), self.request)
             self.bound += 1
+
+    def used(self) -> dict[str, dict[str, float]]:
+        """What `usage()` of every stored Pod says (to the last bit), from the cache."""
+        self._catch_up()
+        return {node: dict(counted.total()) for node, counted in self._nodes.items()}
+
+    def _catch_up(self) -> None:
+        """Update the cache with the Pods changed since the last pass (all of them after
+        a rebuild); a failure leaves it to be rebuilt."""
+        try:
+            changed = self._pods.changed()
+            if changed is None:
+                self._requests = {k: v for k, v in self._requests.items() if k in self._pods.order}
+                self._pending, self._placed, self._nodes = {}, {}, {}
+                changed = list(self._pods.order)
+            for key in changed:
+                self._update(key)
+        except BaseException:
+            self._pods.reset()
+            raise
+
+    def _update(self, key: Key) -> None:
+        """Take one Pod's current version (or its deletion)."""
+        pod = self.emulator.store.objects.get(key)
+        if pod is not None and _pending(pod):
+            self._pending[key] = pod
+        else:
+            self._pending.pop(key, None)
+        node = bound_node(pod) if pod is not None else None
+        was = self._placed.pop(key, None)
+        if was is not None and was != node:
+            self._nodes[was].remove(key)
+            if not self._nodes[was].requests:
+                del self._nodes[was]
+        if pod is None:
+            self._requests.pop(key, None)
+        elif node is not None:
+            self._placed[key] = node
+            counted = self._nodes.setdefault(node, NodeRequests())
+            counted.add(key, self._pods.order[key], self._requests_of(pod))

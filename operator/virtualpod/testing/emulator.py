@@ -95,6 +95,10 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         obj = self.store.objects.get((resource_key, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    def read_object(self, resource_key: str, namespace: str | None, name: str) -> JSON | None:
+        """The stored object itself, or None, for stand-ins that only read it."""
+        return self.store.objects.get((resource_key, namespace, name))
+
     def list_objects(self, resource_key: str, namespace: str | None = None) -> list[JSON]:
         """Deep copies of the stored objects of one resource (in one namespace)."""
         return [copy.deepcopy(obj) for obj in self.store.of_resource(resource_key, namespace)]
@@ -111,11 +115,11 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         return self.store.bind(target, node)
 
     def put_object(self, resource_key: str, obj: JSON) -> JSON:
-        """Create an object directly (as if POSTed), for fixtures."""
+        """Create an object directly (as if POSTed), for fixtures: the store keeps a copy."""
         spec = self._specs[resource_key]
         namespace = obj.get("metadata", {}).get("namespace") if spec.namespaced else None
         namespace = namespace or ("default" if spec.namespaced else None)
-        return copy.deepcopy(self.store.create(spec, namespace, obj))
+        return copy.deepcopy(self.store.create(spec, namespace, copy.deepcopy(obj)))
 
     def patch_object(
         self,
@@ -125,9 +129,11 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         patch: JSON,
         subresource: str | None = None,
     ) -> JSON:
-        """Merge-patch a stored object (as a PATCH would), for the test stand-ins."""
+        """Merge-patch a stored object (as a PATCH would), for the test stand-ins: the
+        store keeps a copy of the patch's values."""
         target = Target(self._specs[resource_key], namespace, name, subresource)
-        return copy.deepcopy(self.store.patch(target, "application/merge-patch+json", patch))
+        merge = "application/merge-patch+json"
+        return copy.deepcopy(self.store.patch(target, merge, copy.deepcopy(patch)))
 
     def delete_object(self, resource_key: str, namespace: str | None, name: str) -> JSON:
         """Delete a stored object (as a DELETE would), for the test stand-ins."""
@@ -202,14 +208,24 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         if method == "GET" and t.name is None:
             return aiohttp.web.json_response(self.store.list_of(t, query))
         if method == "GET":
-            return aiohttp.web.json_response(self.store.existing(t))
+            return self._object_response(self.store.existing(t), 200)
         if self._holding is not None and self._holding(
             method, raw.content_type, t.namespace, t.name
         ):
             await self._released.wait()
             raise ApiError(503, "ServiceUnavailable", "the server is currently unavailable")
         answer, status = self._write(method, raw.content_type, t, await raw.read())
-        return aiohttp.web.json_response(answer, status=status)
+        return self._object_response(answer, status)
+
+    def _object_response(self, obj: JSON, status: int) -> aiohttp.web.Response:
+        """What `json_response(obj)` answers, with the bytes of the write's watch event
+        (an object is serialized once, not once more for the answer)."""
+        return aiohttp.web.Response(
+            body=self.store.serialized(obj),
+            status=status,
+            content_type="application/json",
+            charset="utf-8",
+        )
 
     def _write(self, method: str, content_type: str, t: Target, body: bytes) -> tuple[JSON, int]:
         """A write request's answer and HTTP status."""
@@ -273,13 +289,13 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
         async def send(event: JSON) -> None:
             await response.write(json.dumps(event).encode() + b"\n")
 
-        store = self.store
+        store, key = self.store, t.resource.key
         since = query.get("resourceVersion") or "0"
         try:
             if since == "0":
                 # No version: a synthetic ADDED for everything, then changes from now on.
                 position = store.rv
-                for obj in store.of_resource(t.resource.key, t.namespace):
+                for obj in store.of_resource(key, t.namespace):
                     if wanted(obj):
                         await send({"type": "ADDED", "object": obj})
             else:
@@ -289,18 +305,26 @@ class KubernetesApiEmulator(kmock.KubernetesEmulator):
                     await send({"type": "ERROR", "object": gone.status()})
                     return response
             while not self._closing:
-                changed = store.changed
+                changed = store.changed_for(key)
                 pending = store.changes_after(position)
-                for change in pending:
-                    position = change.rv
-                    if change.resource_key == t.resource.key and wanted(change.obj):
-                        await response.write(change.line())
+                if pending:
+                    position = pending[-1].rv
+                    # The events since the last look in one write (the same bytes as one
+                    # write each, in fewer chunks and system calls).
+                    lines = [
+                        change.line()
+                        for change in pending
+                        if change.resource_key == key and wanted(change.obj)
+                    ]
+                    if lines:
+                        await response.write(b"".join(lines))
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     break
                 if not pending or position >= store.rv:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), remaining)
+                        async with asyncio.timeout(remaining):
+                            await changed.wait()
         except (ConnectionResetError, asyncio.CancelledError):
             return response
         with contextlib.suppress(ConnectionResetError):

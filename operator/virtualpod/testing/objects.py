@@ -8,6 +8,7 @@ field selectors) read and test apart from storage and HTTP.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,15 +48,17 @@ class ResourceSpec:
     namespaced: bool
     subresources: frozenset[str] = frozenset()
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        """`group/version/plural` (`version/plural` for the core group): read on every
+        request and for every change a watch looks at, so made once."""
         return (
             f"{self.group}/{self.version}/{self.plural}"
             if self.group
             else (f"{self.version}/{self.plural}")
         )
 
-    @property
+    @functools.cached_property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
@@ -214,9 +217,14 @@ def apply_json_patch(doc: JSON, ops: object) -> JSON:
 
 
 def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386: objects merge recursively, null deletes, everything else replaces."""
+    """RFC 7386: objects merge recursively, null deletes, everything else replaces.
+
+    Neither argument is changed; the result is new where the patch merges and shares the
+    rest with them (the target's untouched parts, the patch's arrays and values), so
+    neither may be changed afterwards (the store's objects and request bodies are not).
+    """
     if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
+        return patch
     result = dict(target) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:
@@ -238,29 +246,57 @@ def _dotted(obj: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def matches_selectors(obj: JSON, label_selector: str | None, field_selector: str | None) -> bool:
-    labels = obj.get("metadata", {}).get("labels") or {}
-    for term in filter(None, (label_selector or "").split(",")):
+#: A label selector term: (operator, key, value); operators "!=", "=", "!" (no such
+#: label) and "" (the label is there).
+LabelTerm = tuple[str, str, str]
+#: A field selector term: (negated, dotted path, value).
+FieldTerm = tuple[bool, str, str]
+
+
+@functools.lru_cache(maxsize=256)
+def label_terms(selector: str) -> tuple[LabelTerm, ...]:
+    """A label selector, parsed once: a watch applies it to every change."""
+    terms: list[LabelTerm] = []
+    for term in filter(None, selector.split(",")):
         if "!=" in term:
             key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
+            terms.append(("!=", key.strip(), value.strip()))
         elif "=" in term:
             key, value = term.replace("==", "=").split("=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
+            terms.append(("=", key.strip(), value.strip()))
         elif term.startswith("!"):
-            if term[1:].strip() in labels:
-                return False
-        elif term.strip() not in labels:
-            return False
-    for term in filter(None, (field_selector or "").split(",")):
-        negate = "!=" in term
+            terms.append(("!", term[1:].strip(), ""))
+        else:
+            terms.append(("", term.strip(), ""))
+    return tuple(terms)
+
+
+@functools.lru_cache(maxsize=256)
+def field_terms(selector: str) -> tuple[FieldTerm, ...]:
+    """A field selector, parsed once (a term without `=` is a ValueError)."""
+    terms: list[FieldTerm] = []
+    for term in filter(None, selector.split(",")):
         key, value = term.replace("!=", "=").replace("==", "=").split("=", 1)
-        actual = _dotted(obj, key.strip())
-        if (str(actual) if actual is not None else "") == value.strip():
-            if negate:
-                return False
-        elif not negate:
+        terms.append(("!=" in term, key.strip(), value.strip()))
+    return tuple(terms)
+
+
+def _label_holds(labels: Mapping[str, Any], term: LabelTerm) -> bool:
+    operator, key, value = term
+    if operator == "!=":
+        return labels.get(key) != value
+    if operator == "=":
+        return labels.get(key) == value
+    return (key in labels) != (operator == "!")
+
+
+def matches_selectors(obj: JSON, label_selector: str | None, field_selector: str | None) -> bool:
+    if label_selector:
+        labels = obj.get("metadata", {}).get("labels") or {}
+        if not all(_label_holds(labels, term) for term in label_terms(label_selector)):
+            return False
+    for negated, key, value in field_terms(field_selector) if field_selector else ():
+        actual = _dotted(obj, key)
+        if ((str(actual) if actual is not None else "") == value) == negated:
             return False
     return True

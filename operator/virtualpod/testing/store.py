@@ -4,16 +4,22 @@ Where Kopf depends on it, this behaves like a real server: `uid`, `creationTimes
 `generation` and a cluster-wide `resourceVersion` bumped on every write; `generateName`;
 `status` as a real subresource; finalizers and `deletionTimestamp`; 201 on create, 409
 on conflicts; a history of changes that watches stream from (410 Gone when too old).
+
+A stored object is never changed in place: a write stores a new one, which shares the
+parts it did not change with the version before (as the history keeps every version,
+copying whole objects on every write would be most of the emulator's work). Nothing may
+change what the store returns or records; a write keeps the values of the body it is
+given, so callers hand over bodies they no longer change (a parsed request is one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import datetime
+import functools
 import json
 import secrets
 import string
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +34,8 @@ from virtualpod.testing.objects import (
     matches_selectors,
 )
 
+#: `json.dumps` without its check for reference cycles (JSON from requests has none).
+_ENCODER = json.JSONEncoder(check_circular=False)
 #: How many changes the watch history keeps; older resourceVersions get 410 Gone.
 DEFAULT_HISTORY = 100_000
 _NAME_ALPHABET = string.ascii_lowercase + string.digits
@@ -38,8 +46,14 @@ _MERGE_PATCHES = ("application/merge-patch+json", "application/strategic-merge-p
 Key = tuple[str, str | None, str]
 
 
+@functools.lru_cache(maxsize=1)
+def _timestamp(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+
+
 def _now() -> str:
-    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The time as the API server writes it, to the second: formatted once a second."""
+    return _timestamp(int(time.time()))
 
 
 @dataclass
@@ -50,15 +64,27 @@ class Change:
     resource_key: str
     type: str
     obj: JSON
+    _body: bytes | None = field(default=None, repr=False, compare=False)
     _line: bytes | None = field(default=None, repr=False, compare=False)
 
+    def body(self) -> bytes:
+        """The object as JSON, serialized once for the write's answer and every watcher
+        (as the API server's watch cache does)."""
+        if self._body is None:
+            self._body = _ENCODER.encode(self.obj).encode()
+        return self._body
+
     def line(self) -> bytes:
-        """The watch event as one JSON line, serialized once for every watcher (as the
-        API server's watch cache does)."""
+        """The watch event as one JSON line: what `json.dumps` makes of the event, built
+        around `body()`."""
         if self._line is None:
-            event = {"type": self.type, "object": self.obj}
-            self._line = json.dumps(event).encode() + b"\n"
+            self._line = b'{"type": "%s", "object": %s}\n' % (self.type.encode(), self.body())
         return self._line
+
+
+def _with_own_metadata(obj: JSON) -> JSON:
+    """A new version of `obj` whose metadata may be written (the rest is shared)."""
+    return {**obj, "metadata": dict(obj.get("metadata") or {})}
 
 
 def _spec_part(obj: JSON) -> JSON:
@@ -76,8 +102,10 @@ class ObjectStore:
         self.first_rv = 1  # rv of history[0]
         self.rv = 0
         self.history_limit = history_limit
-        #: Set (and replaced) on every change; watches wait on the current one.
+        #: Set (and replaced) on every change; the stand-in control plane waits on it.
         self.changed = asyncio.Event()
+        #: The same per resource, for watches (see `changed_for`).
+        self._changed_for: dict[str, asyncio.Event] = {}
 
     # ---------------------------------------------------------------- reading
 
@@ -103,6 +131,12 @@ class ObjectStore:
     def _remove(self, key: Key) -> None:
         del self.objects[key]
         del self._by_resource[key[0]][key]
+
+    def serialized(self, obj: JSON) -> bytes:
+        """`obj` as JSON: the bytes of its watch event when it is the latest write's."""
+        if self.history and self.history[-1].obj is obj:
+            return self.history[-1].body()
+        return _ENCODER.encode(obj).encode()
 
     def list_of(self, t: Target, query: Mapping[str, str]) -> JSON:
         items = [
@@ -133,9 +167,25 @@ class ObjectStore:
         assert t.name is not None
         return (t.resource.key, t.namespace if t.resource.namespaced else None, t.name)
 
-    def notify(self) -> None:
+    def changed_for(self, resource_key: str) -> asyncio.Event:
+        """Set on the next change of one resource: a watch waits on this one, so changes
+        to the others do not wake it for nothing."""
+        event = self._changed_for.get(resource_key)
+        if event is None:
+            event = self._changed_for[resource_key] = asyncio.Event()
+        return event
+
+    def notify(self, resource_key: str | None = None) -> None:
+        """Wake who waits for a change of `resource_key` (None: of any resource)."""
         self.changed.set()
         self.changed = asyncio.Event()
+        if resource_key is None:
+            woken, self._changed_for = list(self._changed_for.values()), {}
+        else:
+            event = self._changed_for.pop(resource_key, None)
+            woken = [event] if event is not None else []
+        for event in woken:
+            event.set()
 
     def _record(self, spec: ResourceSpec, kind: str, obj: JSON) -> None:
         # Not copied: a stored object is never changed in place, a write stores a new one.
@@ -144,7 +194,7 @@ class ObjectStore:
             drop = len(self.history) - self.history_limit // 2
             del self.history[:drop]
             self.first_rv = self.history[0].rv
-        self.notify()
+        self.notify(spec.key)
 
     def _bump(self, obj: JSON) -> None:
         self.rv += 1
@@ -161,10 +211,13 @@ class ObjectStore:
         return name
 
     def create(self, spec: ResourceSpec, namespace: str | None, data: JSON) -> JSON:
-        obj = copy.deepcopy(data)
+        """Store `data` as a new object; `data` itself is left as it is, its values are
+        kept (see the module docstring)."""
+        obj = dict(data)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise ApiError(400, "BadRequest", "metadata must be an object")
+        meta = obj["metadata"] = dict(meta)
         if not meta.get("name"):
             prefix = meta.get("generateName")
             if not prefix:
@@ -200,7 +253,7 @@ class ObjectStore:
     def _commit(self, t: Target, old: JSON, new: JSON) -> JSON:
         """Store an updated object: generation, rv, finalizer-driven removal, watch event."""
         key = self.key(t)
-        new_meta = new.setdefault("metadata", {})
+        new_meta = new["metadata"] = dict(new.setdefault("metadata", {}))  # may be shared
         old_meta = old.get("metadata", {})
         for fixed in _SERVER_OWNED:
             if fixed in old_meta:
@@ -228,14 +281,14 @@ class ObjectStore:
         if "status" not in t.resource.subresources:
             return patched
         if t.subresource == "status":
-            result = copy.deepcopy(old)
+            result = dict(old)
             if "status" in patched:
                 result["status"] = patched["status"]
             else:
                 result.pop("status", None)
             return result
         if "status" in old:
-            patched["status"] = copy.deepcopy(old["status"])
+            patched["status"] = old["status"]
         else:
             patched.pop("status", None)
         return patched
@@ -259,7 +312,7 @@ class ObjectStore:
             patched = apply_json_patch(old, data)
         elif content_type in _MERGE_PATCHES:
             self._precondition(old, data)
-            patched = apply_merge_patch(copy.deepcopy(old), data)
+            patched = apply_merge_patch(old, data)
         else:
             raise ApiError(
                 415, "UnsupportedMediaType", f"the patch type {content_type!r} is not supported"
@@ -272,9 +325,9 @@ class ObjectStore:
         old = self.existing(t)
         if (old.get("spec") or {}).get("nodeName"):
             raise ApiError(409, "Conflict", f'pod "{t.name}" is already assigned to a node')
-        new = copy.deepcopy(old)
-        new.setdefault("spec", {})["nodeName"] = node
-        status = new.setdefault("status", {})
+        new = dict(old)
+        new["spec"] = {**(old.get("spec") or {}), "nodeName": node}
+        status = new["status"] = dict(old.get("status") or {})
         status.setdefault("phase", "Pending")
         others = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
         status["conditions"] = [{"type": "PodScheduled", "status": "True"}, *others]
@@ -283,7 +336,7 @@ class ObjectStore:
     def replace(self, t: Target, data: JSON) -> JSON:
         old = self.existing(t)
         self._precondition(old, data)
-        new = copy.deepcopy(data)
+        new = dict(data)
         new.setdefault("apiVersion", old.get("apiVersion"))
         new.setdefault("kind", old.get("kind"))
         return self._commit(t, old, self._split_status(t, old, new))
@@ -294,7 +347,7 @@ class ObjectStore:
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return old
-            new = copy.deepcopy(old)
+            new = _with_own_metadata(old)
             new["metadata"]["deletionTimestamp"] = _now()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             self._bump(new)
@@ -302,7 +355,7 @@ class ObjectStore:
             self._record(t.resource, "MODIFIED", new)
             return new
         self._remove(self.key(t))
-        old = copy.deepcopy(old)
-        self._bump(old)
-        self._record(t.resource, "DELETED", old)
-        return old
+        last = _with_own_metadata(old)
+        self._bump(last)
+        self._record(t.resource, "DELETED", last)
+        return last
