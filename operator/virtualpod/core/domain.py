@@ -8,6 +8,7 @@ operator needs to recognise and rank its own domains from libvirt alone.
 
 from __future__ import annotations
 
+import functools
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ METADATA_NS = "https://virtualpod.dev/xmlns/domain/v1alpha1"
 METADATA_PREFIX = "vpod"
 DOMAIN_NAME_PREFIX = "vpod"
 UUID_NAMESPACE = uuidlib.uuid5(uuidlib.NAMESPACE_DNS, "virtualpod.dev")
+#: How many objects' domain UUIDs are remembered (a host's VMs, with room to spare).
+DOMAIN_UUIDS_CACHED = 4096
 
 ET.register_namespace(METADATA_PREFIX, METADATA_NS)
 
@@ -65,8 +68,11 @@ def domain_name(namespace: str, name: str) -> str:
     return f"{DOMAIN_NAME_PREFIX}_{namespace}_{name}"
 
 
+@functools.lru_cache(maxsize=DOMAIN_UUIDS_CACHED)
 def domain_uuid(namespace: str, name: str, uid: str | None) -> str:
-    """The object's uid when it is a UUID (it is, from an API server), else a stable uuid5."""
+    """The object's uid when it is a UUID (it is, from an API server), else a stable uuid5.
+
+    Cached: the agent asks on every watch event of every VirtualPod it serves."""
     if uid:
         try:
             return str(uuidlib.UUID(uid))

@@ -145,10 +145,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     role = Role(getattr(args, "role", Role.ALL.value))
-    if role is Role.CONTROLLER and not args.verbose:
+    if role is not Role.ALL and not args.verbose:
         # Kopf says "Handler ... succeeded." at INFO for every watch event it hands to the
-        # controller (each change of every VirtualPod and Pod); what the controller has
-        # to say itself is a warning or an Event.
+        # controller (each change of every VirtualPod and Pod) and for every change an
+        # agent handles; in a cluster, what either has to say about an object is an Event
+        # or a warning. One host (role all, the demo) keeps Kopf's account.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     out.write(
         f"virtualpod operator: libvirt {settings.libvirt_uri}, host "

@@ -162,14 +162,15 @@ class Domains(Connection):
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         return await self._with_domain(uuid, lambda dom: str(dom.XMLDesc(flags)))
 
-    async def ensure_defined(self, xml: str) -> DefineResult:
+    async def ensure_defined(self, xml: str, uuid: str | None = None) -> DefineResult:
         """Define or update the persistent domain; idempotent by the XML's `<uuid>`.
 
         The XML must have been planned for this host's cgroup version
         (`plan_virtualpod(..., cgroup_version=hv.cgroup_version)`). Runtime metadata
-        the domain carries is kept.
+        the domain carries is kept. `uuid`: the XML's, when the caller planned it (the
+        XML is then not parsed to find it).
         """
-        uuid = uuid_of(xml)
+        uuid = uuid or uuid_of(xml)
 
         def define(conn: Any) -> DefineResult:
             before: str | None = None

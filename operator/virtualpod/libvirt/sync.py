@@ -97,7 +97,7 @@ class DomainManager(Domains, LiveTuning, Host):
         info = await self.lookup_or_none(plan.uuid)
         if prepare is not None and not await prepare(info):
             return SyncResult(admitted=False)
-        defined = await self.ensure_defined(plan.domain_xml)
+        defined = await self.ensure_defined(plan.domain_xml, plan.uuid)
         if on_defined is not None:
             on_defined(defined)
         tuned = None
