@@ -22,12 +22,28 @@ def _body(raw: dict[str, Any]) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, raw))
 
 
+#: Annotations Kopf leaves out of the essence: another Kopf operator's storage (marked
+#: by its `kopf-managed`) and kubectl's last applied configuration.
+MARKED = {
+    "b": "2",
+    "acme.dev/kopf-managed": "yes",
+    "acme.dev/last-handled-configuration": "{}",
+    "kubectl.kubernetes.io/last-applied-configuration": "{}",
+}
+
+
 @pytest.mark.parametrize(
     ("body", "extra_fields"),
     [
         pytest.param(OBJECT, [], id="with-status"),
         pytest.param({k: v for k, v in OBJECT.items() if k != "status"}, [], id="no-status"),
         pytest.param(OBJECT, ["status.phase"], id="a-status-field-diffed"),
+        pytest.param(
+            {**OBJECT, "metadata": {**OBJECT["metadata"], "annotations": MARKED}},
+            [],
+            id="other-operators-and-kubectl-annotations-dropped",
+        ),
+        pytest.param({"spec": OBJECT["spec"]}, [], id="no-metadata"),
     ],
 )
 def test_the_essence_is_kopfs(body: dict[str, Any], extra_fields: list[str]) -> None:

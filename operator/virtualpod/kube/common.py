@@ -18,22 +18,29 @@ PROGRESS_FIELD = f"status.{KOPF_STATUS}.progress"
 DIFFBASE_FIELD = f"status.{KOPF_STATUS}.last-handled-configuration"
 
 
-class SpecDiffBase(kopf.StatusDiffBaseStorage):
-    """Kopf's last handled spec in `status.kopf`, built without copying status first.
+#: The only metadata in Kopf's essence of an object; its status is not in it at all.
+ESSENCE_METADATA = ("labels", "annotations")
+_DROPPED = ("status", "metadata")
 
-    Kopf deep-copies the whole object and then drops its status from the essence;
-    status is most of a VirtualPod, and the agent's own status write brings each
-    object back once more. Unless a handler diffs a status field, status is left out
-    before the copy: the same essence, less copying.
+
+class SpecDiffBase(kopf.StatusDiffBaseStorage):
+    """Kopf's last handled spec in `status.kopf`, built without copying what it drops.
+
+    Kopf deep-copies the whole object, then drops its status and all metadata but
+    labels and annotations; status is most of a VirtualPod, and the agent's own status
+    write brings each object back once more. Unless a handler diffs another field, those
+    parts are left out before the copy: the same essence, less copying.
     """
 
     def build(
         self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
     ) -> kopf.BodyEssence:
         fields = list(extra_fields or ())
-        if not fields and "status" in body:
-            spec_part = {key: value for key, value in body.items() if key != "status"}
-            body = kopf.Body(cast(kopf.RawBody, spec_part))
+        if not fields:
+            metadata = body.get("metadata") or {}
+            kept: dict[str, Any] = {k: v for k, v in body.items() if k not in _DROPPED}
+            kept["metadata"] = {k: metadata[k] for k in ESSENCE_METADATA if k in metadata}
+            body = kopf.Body(cast(kopf.RawBody, kept))
         return super().build(body=body, extra_fields=fields)
 
 
