@@ -77,7 +77,7 @@ def sized(ctx: AgentContext, uuid: str, body: kopf.Body) -> Sizing:
         return known[1]
     sizing = Sizing()
     with contextlib.suppress(SpecError):
-        plan = planned(ctx, uuid, body)
+        plan = planned(ctx, uuid, body, key)
         if plan is not None:
             sizing = Sizing(
                 plan.requests,

@@ -26,10 +26,13 @@ def plan_key(ctx: AgentContext, body: Mapping[str, Any]) -> PlanKey:
     )
 
 
-def planned(ctx: AgentContext, uuid: str, body: Mapping[str, Any]) -> VMPlan | None:
+def planned(
+    ctx: AgentContext, uuid: str, body: Mapping[str, Any], key: PlanKey | None = None
+) -> VMPlan | None:
     """The VirtualPod's plan; None while nothing is admitted. Raises `SpecError` (an
-    invalid spec stays invalid until it changes)."""
-    key = plan_key(ctx, body)
+    invalid spec stays invalid until it changes). `key`: its `plan_key`, when the caller
+    has it already."""
+    key = plan_key(ctx, body) if key is None else key
     known = ctx.plans.get(uuid)
     if known is not None and known[0] == key:
         result = known[1]
