@@ -28,8 +28,10 @@ from virtualpod.kube.context import PLURAL, AgentContext, Owner, Sizing, context
 from virtualpod.kube.lease import publish_lease
 from virtualpod.kube.mirror import mirror_lifecycle
 from virtualpod.kube.plans import plan_key, planned
+from virtualpod.kube.poster import EventPoster
 from virtualpod.kube.reconcile import body_uuid, reconcile
 from virtualpod.kube.reporters import info, warn
+from virtualpod.kube.rest import RestClient
 from virtualpod.kube.restart_policy import cancel_restart
 from virtualpod.kube.workload import (
     ADDRESS_INTERVAL_SECONDS,
@@ -133,6 +135,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
     if ctx.selector is not None:
         settings.watching.label_selectors[API_GROUP, PLURAL] = ctx.selector
     ctx.api = await KubeApi.connect(ctx.api_url, ctx.host_name)
+    ctx.rest = await RestClient.connect(ctx.api_url)
+    ctx.events = EventPoster(ctx.rest, ctx.host_name)
     ctx.by_uuid = kwargs["virtualpods_by_uuid"]
     ctx.priority_class_index = kwargs["priority_class_values"]
     wanted = ctx.settings.cgroup_version
@@ -173,6 +177,12 @@ async def cleanup(memo: Any, **_: Any) -> None:
     if ctx.hypervisor is not None:
         await ctx.hypervisor.close()
         ctx.hypervisor = None
+    if ctx.events is not None:
+        await ctx.events.close()
+        ctx.events = None
+    if ctx.rest is not None:
+        await ctx.rest.close()
+        ctx.rest = None
     if ctx.api is not None:
         ctx.api.close()
         ctx.api = None
@@ -201,7 +211,7 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
             removed = await ctx.hv.undefine(uuid)
         except HypervisorError as error:
             ctx.deleting.discard(uuid)
-            warn(body, reason="Failed", message=f"cannot remove the VM: {error}")
+            warn(ctx, body, reason="Failed", message=f"cannot remove the VM: {error}")
             raise kopf.TemporaryError(f"cannot undefine: {error}", delay=5) from error
         await delete_volumes(ctx, body, uuid)
     ctx.vm_locks.pop(uuid, None)
@@ -213,7 +223,7 @@ async def delete_virtualpod(body: kopf.Body, memo: Any, **_: Any) -> None:
     ctx.reserving.pop(uuid, None)
     cancel_restart(ctx, uuid)
     if removed:
-        info(body, reason="Deleted", message="VM destroyed and undefined, save image removed")
+        info(ctx, body, reason="Deleted", message="VM destroyed and undefined, save image removed")
 
 
 def register(registry: kopf.OperatorRegistry, host_name: str) -> None:

@@ -1,27 +1,25 @@
-"""The operator's own Kubernetes writes outside Kopf's handlers: Events and status patches.
+"""The operator's own Kubernetes writes outside Kopf's handlers, and what Events say.
 
-Kopf's public `kopf.event()` posts only from inside a handler; the lifecycle mirror, the
-restart policy and the pressure monitor act outside any handler. They write through the
-official `kubernetes` client here, with the same credentials Kopf uses (the emulator's
-URL, else the service account, else the kubeconfig).
+Kopf patches status only for the object a handler runs for; the lifecycle mirror, the
+restart policy and the pressure monitor act outside any handler. They patch status
+through the official `kubernetes` client here, with the same credentials Kopf uses (the
+emulator's URL, else the service account, else the kubeconfig).
 
-Every Event says who acted: the reporting component `virtualpod` and this host as the
-reporting instance, so `kubectl describe` shows `From: virtualpod, <host>`. Handler Events
-(`kopf.info/warn`) carry the same pair through `settings.posting` (see `configure`).
+Every Event (`event_body`, posted by `kube.poster`) says who acted: the reporting
+component `virtualpod` and this host as the reporting instance, so `kubectl describe`
+shows `From: virtualpod, <host>`. Kopf's own Events (a handler that failed) carry the
+same pair through `settings.posting` (see `kube.common.configure`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
-
-log = logging.getLogger(__name__)
 
 #: The reporting component of every Event this operator posts.
 REPORTING_COMPONENT = "virtualpod"
@@ -110,7 +108,8 @@ def load_configuration(api_url: str | None) -> client.Configuration:
 
 
 class KubeApi:
-    """Events and status patches through the kubernetes client, off the event loop."""
+    """Status patches (and the Lease, the workloads' reads) through the kubernetes client,
+    off the event loop."""
 
     def __init__(self, configuration: client.Configuration, instance: str) -> None:
         self.api_client = client.ApiClient(configuration)
@@ -122,21 +121,6 @@ class KubeApi:
     async def connect(cls, api_url: str | None, instance: str) -> KubeApi:
         configuration = await asyncio.to_thread(load_configuration, api_url)
         return cls(configuration, instance)
-
-    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-        """Post one Event; a failure is logged, never raised (Events are auxiliary)."""
-        now = datetime.datetime.now(tz=datetime.UTC)
-        body = event_body(ref, type_, reason, message, self.instance, now)
-        try:
-            event = client.CoreV1Event.model_validate(body)
-            await asyncio.to_thread(
-                self.core.create_namespaced_event,
-                ref.namespace,
-                event,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
-            )
-        except Exception as error:  # an Event must never fail the caller
-            log.warning(f"cannot post the {reason} Event on {ref.namespace}/{ref.name}: {error}")
 
     async def patch_status(self, ref: ObjectRef, plural: str, status: Mapping[str, Any]) -> bool:
         """Merge-patch an object's status subresource; False when the object is gone."""

@@ -52,8 +52,9 @@ def configure(settings: kopf.OperatorSettings, instance: str) -> None:
     write, one watch event for every watcher, instead of a status PATCH and a metadata
     PATCH per handled change.
 
-    Handler Events say who acted, like the ones posted outside handlers: component
-    `virtualpod`, this host as the instance (`kubectl describe`: `From: virtualpod, HOST`).
+    Kopf's own Events (a handler that failed) say who acted, like the operator's own
+    (`kube.poster`): component `virtualpod`, this host as the instance (`kubectl
+    describe`: `From: virtualpod, HOST`).
     """
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field=PROGRESS_FIELD)

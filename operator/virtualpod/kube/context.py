@@ -23,6 +23,8 @@ from virtualpod.core.settings import Amount, Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError
 from virtualpod.core.status import Suspension
 from virtualpod.kube.api import KubeApi, ObjectRef
+from virtualpod.kube.poster import EventPoster
+from virtualpod.kube.rest import RestClient
 from virtualpod.kube.workload import Workloads
 from virtualpod.libvirt.hypervisor import Hypervisor
 
@@ -140,8 +142,11 @@ class AgentContext:
     #: kopf indexes, captured at startup (live views).
     by_uuid: kopf.Index[str, Owner] | None = None
     priority_class_index: kopf.Index[str, int] | None = None
-    #: Events, status writes and the Lease from outside handlers (connected at startup).
+    #: Status writes and the Lease from outside handlers (connected at startup).
     api: KubeApi | None = None
+    #: Every Event of the agent's, and the HTTP session it is posted over.
+    rest: RestClient | None = None
+    events: EventPoster | None = None
     #: Disks, seeds and addresses of VMs that run an image (connected at startup).
     workloads: Workloads | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -63,8 +63,9 @@ from virtualpod.core.companion import (
 from virtualpod.core.settings import Settings
 from virtualpod.core.spec import API_GROUP, API_VERSION, KIND, SpecError, parse_virtualpod
 from virtualpod.core.status import condition_status, set_condition
-from virtualpod.kube.api import ObjectRef, event_body
+from virtualpod.kube.api import ObjectRef
 from virtualpod.kube.newest import NewestObjects
+from virtualpod.kube.poster import EventPoster
 from virtualpod.kube.rest import RestClient, RestError
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class ControllerContext:
     #: Who posts the Events (`reportingInstance`).
     instance: str = "controller"
     rest: RestClient | None = None
+    #: The controller's Events, posted over `rest`.
+    events: EventPoster | None = None
     #: The newest VirtualPods known, from the watch and from the controller's writes.
     vpods: NewestObjects[Key] = field(default_factory=NewestObjects)
     pods: dict[Key, JSON] = field(default_factory=dict)
@@ -359,7 +362,7 @@ async def replace_pod(
     ctx.created[key] = time.monotonic()
     if sticky:
         ctx.recreated[key] = time.monotonic()
-        await post(
+        post(
             ctx,
             vpod,
             "Normal",
@@ -447,7 +450,7 @@ async def write_scheduled(
     if not await write_if_current(ctx, vpod, path, body):
         return False
     if event and not same:
-        await post(ctx, vpod, "Warning", event, message)
+        post(ctx, vpod, "Warning", event, message)
     return True
 
 
@@ -468,17 +471,14 @@ async def write_if_current(ctx: ControllerContext, vpod: JSON, path: str, patch:
     return True
 
 
-async def post(ctx: ControllerContext, vpod: JSON, type_: str, reason: str, message: str) -> None:
-    """An Event on the VirtualPod; a failure is logged, never raised."""
+def post(ctx: ControllerContext, vpod: JSON, type_: str, reason: str, message: str) -> None:
+    """An Event on the VirtualPod (posted in the background; a failure is logged)."""
     meta = vpod["metadata"]
     ref = ObjectRef(
         f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], meta["name"], meta.get("uid")
     )
-    body = event_body(ref, type_, reason, message, ctx.instance, _now())
-    try:
-        await ctx.api().create(f"/api/v1/namespaces/{ref.namespace}/events", body)
-    except (TimeoutError, RestError, OSError) as error:
-        log.warning(f"cannot post the {reason} Event on {ref.namespace}/{ref.name}: {error}")
+    if ctx.events is not None:
+        ctx.events.post(ref, type_, reason, message)
 
 
 def _now() -> datetime.datetime:
@@ -533,6 +533,7 @@ def register(
         )
         if ctx.rest is None:  # this handler is retried while the peering CRD is missing
             ctx.rest = await RestClient.connect(getattr(memo, "api_url", None))
+            ctx.events = EventPoster(ctx.rest, ctx.instance)
         peering = settings.peering
         peers = peering.clusterwide and not peering.standalone and bool(peering.name)
         if peers and not await ensure_peering(ctx.rest, peering.name):
@@ -551,6 +552,9 @@ def register(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if ctx.events is not None:
+            await ctx.events.close()
+            ctx.events = None
         if ctx.rest is not None:
             await ctx.rest.close()
             ctx.rest = None

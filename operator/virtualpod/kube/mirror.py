@@ -67,7 +67,7 @@ async def _refresh(ctx: AgentContext, uuid: str, announce_change: bool) -> None:
         }
         ctx.placed.discard(uuid)
         if announce_change and before != "Failed":
-            await post(ctx, owner.ref, "Warning", "Failed", message)
+            post(ctx, owner.ref, "Warning", "Failed", message)
     else:
         status = runtime_status(info, ctx, conditions, owner.generation)
         status["qosClass"] = owner.sizing.qos_class
@@ -89,9 +89,9 @@ async def _refresh(ctx: AgentContext, uuid: str, announce_change: bool) -> None:
         if delay:
             status["message"] += f"; restarting in {delay:g}s (back-off)"
         if announce_change and status["phase"] != before:
-            await announce(ctx, owner.ref, before, status)
+            announce(ctx, owner.ref, before, status)
         if delay and announce_change:
-            await post(
+            post(
                 ctx,
                 owner.ref,
                 "Warning",

@@ -25,20 +25,20 @@ class StatusReporter:
         self.ctx.suspensions[uuid] = Suspension(mode, reason, message)
         owner = self.ctx.owner(uuid)
         if owner is not None:
-            await post(self.ctx, owner.ref, "Normal", "Suspended", f"{reason}: {message}")
+            post(self.ctx, owner.ref, "Normal", "Suspended", f"{reason}: {message}")
             await refresh_quietly(self.ctx, uuid)
 
     async def resumed(self, uuid: str, message: str = "") -> None:
         self.ctx.suspensions.pop(uuid, None)
         owner = self.ctx.owner(uuid)
         if owner is not None:
-            await post(self.ctx, owner.ref, "Normal", "Resumed", message or "resumed")
+            post(self.ctx, owner.ref, "Normal", "Resumed", message or "resumed")
             await refresh_quietly(self.ctx, uuid)
 
     async def failed(self, uuid: str, message: str) -> None:
         owner = self.ctx.owner(uuid)
         if owner is not None:
-            await post(self.ctx, owner.ref, "Warning", "Failed", message)
+            post(self.ctx, owner.ref, "Warning", "Failed", message)
 
 
 class PressureReporter:
@@ -60,7 +60,7 @@ class PressureReporter:
     async def vm_ballooned(self, vm: VMView, target_bytes: int, message: str) -> None:
         owner = self.ctx.owner(vm.key)
         if owner is not None:
-            await post(self.ctx, owner.ref, "Normal", "Ballooned", message)
+            post(self.ctx, owner.ref, "Normal", "Ballooned", message)
 
     async def action_failed(self, vm: VMView, action: str, message: str) -> None:
         await self.status.failed(vm.key, f"{action} failed: {message}")

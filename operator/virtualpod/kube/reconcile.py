@@ -83,7 +83,7 @@ async def reconcile(
         except Exception as error:
             message = shorten(f"{type(error).__name__}: {error}")
             logger.error(f"reconcile failed (attempt {retry + 1}): {message}", exc_info=retry == 0)
-            _reconcile_failed(body, patch, message)
+            _reconcile_failed(ctx, body, patch, message)
             raise kopf.TemporaryError(message, delay=reconcile_backoff(retry)) from error
         finally:
             ctx.busy.discard(uuid)
@@ -97,7 +97,9 @@ def reconcile_backoff(retry: int) -> float:
     return RECONCILE_BACKOFF_SECONDS[min(max(retry, 0), len(RECONCILE_BACKOFF_SECONDS) - 1)]
 
 
-def _reconcile_failed(body: Body, patch: MutableMapping[str, Any], message: str) -> None:
+def _reconcile_failed(
+    ctx: AgentContext, body: Body, patch: MutableMapping[str, Any], message: str
+) -> None:
     """Ready=False with the error's message; a Warning Event when the error is new."""
     meta = body.get("metadata", {})
     status = body.get("status") or {}
@@ -111,7 +113,7 @@ def _reconcile_failed(body: Body, patch: MutableMapping[str, Any], message: str)
         del written[key]  # nothing half-done by the failed attempt goes out (Kopf's stays)
     written.update(reason="ReconcileError", message=message, conditions=conditions)
     if known.get("reason") != "ReconcileError" or known.get("message") != message:
-        warn(body, reason="ReconcileError", message=message)
+        warn(ctx, body, reason="ReconcileError", message=message)
 
 
 def placed_requests(ctx: AgentContext, exclude: str) -> Amount:
@@ -133,9 +135,9 @@ async def _reconcile(
         if plan is not None:
             plan = checked_plan(plan, ctx.settings)  # host files (spec.boot, image), here
     except SpecError as error:
-        raise _invalid_spec(body, patch, conditions, out, error) from error
+        raise _invalid_spec(ctx, body, patch, conditions, out, error) from error
     except HostFileMissing as error:
-        raise _host_file_missing(body, patch, conditions, out, error) from error
+        raise _host_file_missing(ctx, body, patch, conditions, out, error) from error
     if plan is None:
         conditions = set_condition(
             conditions, "Ready", False, "NotAdmitted", NOT_ADMITTED_MESSAGE, generation
@@ -168,7 +170,7 @@ async def _reconcile(
         ctx.placed.add(plan.uuid, plan.requests)
         ctx.reserving.pop(plan.uuid, None)
         if defined.created:
-            info(body, reason="Created", message=f"defined domain {plan.domain_name}")
+            info(ctx, body, reason="Created", message=f"defined domain {plan.domain_name}")
 
     try:
         synced = await ctx.hv.sync(
@@ -186,9 +188,9 @@ async def _reconcile(
         ctx.reserving.pop(plan.uuid, None)
     if not synced.admitted or synced.defined is None or synced.info is None:
         return  # refused: `_admit` wrote why
-    _report_sync(body, plan, synced, logger)
+    _report_sync(ctx, body, plan, synced, logger)
     restart_needed = synced.defined.restart_needed
-    conditions = _restart_required(body, conditions, restart_needed, generation)
+    conditions = _restart_required(ctx, body, conditions, restart_needed, generation)
     final = runtime_status(synced.info, ctx, conditions, generation)
     written = {**out, **final}
     ctx.written[plan.uuid] = Written(
@@ -198,6 +200,7 @@ async def _reconcile(
 
 
 def _invalid_spec(
+    ctx: AgentContext,
     body: Body,
     patch: MutableMapping[str, Any],
     conditions: Conditions,
@@ -214,11 +217,12 @@ def _invalid_spec(
     )
     status = body.get("status") or {}
     if status.get("message") != message or status.get("reason") != "InvalidSpec":
-        warn(body, reason="InvalidSpec", message=message)
+        warn(ctx, body, reason="InvalidSpec", message=message)
     return kopf.PermanentError(f"invalid VirtualPod: {message}")
 
 
 def _host_file_missing(
+    ctx: AgentContext,
     body: Body,
     patch: MutableMapping[str, Any],
     conditions: Conditions,
@@ -234,18 +238,22 @@ def _host_file_missing(
         out, phase="Pending", reason="HostFileMissing", message=message, conditions=conditions
     )
     if (body.get("status") or {}).get("reason") != "HostFileMissing":
-        warn(body, reason="HostFileMissing", message=str(error))
+        warn(ctx, body, reason="HostFileMissing", message=str(error))
     return kopf.TemporaryError(str(error), delay=HOST_FILE_RETRY_SECONDS)
 
 
 def _restart_required(
-    body: Body, conditions: Conditions, restart_needed: tuple[str, ...], generation: int | None
+    ctx: AgentContext,
+    body: Body,
+    conditions: Conditions,
+    restart_needed: tuple[str, ...],
+    generation: int | None,
 ) -> Conditions:
     if not restart_needed:
         return set_condition(conditions, "RestartRequired", False, "UpToDate", "", generation)
     message = f"{' and '.join(restart_needed)} change(s) take effect at the VM's next start"
     if condition_status(conditions, "RestartRequired") != "True":
-        info(body, reason="RestartRequired", message=message)
+        info(ctx, body, reason="RestartRequired", message=message)
     return set_condition(
         conditions, "RestartRequired", True, "RestartRequired", message, generation
     )
@@ -278,26 +286,30 @@ async def _admit(
         out, phase=phase, reason="Unschedulable", message=message, conditions=conditions
     )
     if status.get("message") != message or status.get("phase") != phase:
-        warn(body, reason="FailedScheduling", message=message)
+        warn(ctx, body, reason="FailedScheduling", message=message)
     return False
 
 
-def _report_sync(body: Body, plan: VMPlan, synced: SyncResult, logger: Logger) -> None:
+def _report_sync(
+    ctx: AgentContext, body: Body, plan: VMPlan, synced: SyncResult, logger: Logger
+) -> None:
     """Events for what `sync` did (`Created` was said as it happened); a failed start is
     retried later."""
     if synced.tuned is not None:
-        _report_tuning(body, plan, synced.tuned, logger)
+        _report_tuning(ctx, body, plan, synced.tuned, logger)
     if synced.start_error is not None:
         error = synced.start_error
-        warn(body, reason="Failed", message=f"cannot start {plan.domain_name}: {error}")
+        warn(ctx, body, reason="Failed", message=f"cannot start {plan.domain_name}: {error}")
         raise kopf.TemporaryError(f"cannot start: {error}", delay=10) from error
     if synced.started is not None and synced.started.started:
         how = "restored from its saved memory" if synced.started.restored else "booted"
         console = f"console: virtualpod logs {plan.name} -n {plan.namespace}"
-        info(body, reason="Started", message=f"{plan.domain_name} {how}; {console}")
+        info(ctx, body, reason="Started", message=f"{plan.domain_name} {how}; {console}")
 
 
-def _report_tuning(body: Body, plan: VMPlan, tuned: LiveTune, logger: Logger) -> None:
+def _report_tuning(
+    ctx: AgentContext, body: Body, plan: VMPlan, tuned: LiveTune, logger: Logger
+) -> None:
     """What was applied live (one Event), and why the rest was not."""
     applied: list[str] = []
     if isinstance(tuned.cputune, Unsupported):
@@ -307,9 +319,9 @@ def _report_tuning(body: Body, plan: VMPlan, tuned: LiveTune, logger: Logger) ->
     else:
         applied.append(f"cpu shares {plan.cputune.shares}, quota {plan.cputune.quota_us}")
     if isinstance(tuned.memtune, HardLimitBelowUsage):
-        warn(body, reason="Failed", message=f"memory limit not applied: {tuned.memtune}")
+        warn(ctx, body, reason="Failed", message=f"memory limit not applied: {tuned.memtune}")
     elif isinstance(tuned.memtune, HypervisorError):
-        warn(body, reason="Failed", message=f"memtune not applied: {tuned.memtune}")
+        warn(ctx, body, reason="Failed", message=f"memtune not applied: {tuned.memtune}")
     else:
         applied.append(
             f"memory hard_limit {_maybe(plan.memtune.hard_limit_bytes)}, "
@@ -320,7 +332,7 @@ def _report_tuning(body: Body, plan: VMPlan, tuned: LiveTune, logger: Logger) ->
     elif tuned.balloon is not None and tuned.balloon_bytes is not None:
         applied.append(f"balloon {format_bytes(tuned.balloon_bytes)}")
     if applied:
-        info(body, reason="Tuned", message="applied live: " + "; ".join(applied))
+        info(ctx, body, reason="Tuned", message="applied live: " + "; ".join(applied))
 
 
 def _maybe(value: int | None) -> str:

@@ -76,7 +76,7 @@ async def _restart(ctx: AgentContext, uuid: str, delay: float, why: str, refresh
             result = await ctx.hv.start(uuid)
         except HypervisorError as error:
             record.streak += 1
-            await post(ctx, owner.ref, "Warning", "Failed", f"cannot restart the VM: {error}")
+            post(ctx, owner.ref, "Warning", "Failed", f"cannot restart the VM: {error}")
             record.task = None
             schedule_restart(ctx, uuid, why, refresh)
             return
@@ -88,7 +88,7 @@ async def _restart(ctx: AgentContext, uuid: str, delay: float, why: str, refresh
             if oom_score_adj is not None:
                 with contextlib.suppress(HypervisorError):
                     await ctx.hv.set_oom_score_adj(uuid, oom_score_adj)
-            await post(
+            post(
                 ctx,
                 owner.ref,
                 "Normal",

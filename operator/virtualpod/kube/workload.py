@@ -32,6 +32,7 @@ from virtualpod.core.spec import SpecError
 from virtualpod.core.status import set_condition
 from virtualpod.core.storage import DiskTooSmall, overlay_size
 from virtualpod.core.workload import KeyRef, SourceKind
+from virtualpod.kube.poster import EventPoster, object_ref
 from virtualpod.libvirt.hypervisor import Hypervisor, HypervisorError, Unsupported
 from virtualpod.libvirt.images import local_image
 from virtualpod.libvirt.network import NetworkMissing, addresses, check_network, ensure_forwards
@@ -168,6 +169,13 @@ def _reason(error: Exception) -> str:
     return str(getattr(error, "reason", "StorageFailed"))
 
 
+def _event(ctx: Any, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """An Event on the VirtualPod, through the agent's poster (none before startup)."""
+    events: EventPoster | None = getattr(ctx, "events", None)
+    if events is not None:
+        events.post(object_ref(body), type_, reason, message)
+
+
 def _workloads(ctx: Any) -> Workloads:
     if ctx.workloads is None:
         raise kopf.TemporaryError("libvirt is not connected yet", delay=1)
@@ -186,7 +194,7 @@ async def prepare_workload(
     try:
         await workloads.prepare(plan)
     except WorkloadFailed as error:
-        raise workload_failed(workloads, body, patch, conditions, plan, error) from error
+        raise workload_failed(ctx, workloads, body, patch, conditions, plan, error) from error
 
 
 async def discard_workload(ctx: Any, plan: VMPlan) -> None:
@@ -200,17 +208,14 @@ async def delete_volumes(ctx: Any, body: Mapping[str, Any], uuid: str) -> None:
     try:
         volumes = await _workloads(ctx).delete(uuid)
     except HypervisorError as error:
-        kopf.warn(cast(kopf.Body, body), reason="Failed", message=f"cannot delete volumes: {error}")
+        _event(ctx, body, "Warning", "Failed", f"cannot delete volumes: {error}")
         raise kopf.TemporaryError(f"cannot delete volumes: {error}", delay=5) from error
     if volumes:
-        kopf.info(
-            cast(kopf.Body, body),
-            reason="VolumesDeleted",
-            message=f"deleted volume(s) {', '.join(volumes)}",
-        )
+        _event(ctx, body, "Normal", "VolumesDeleted", f"deleted volume(s) {', '.join(volumes)}")
 
 
 def workload_failed(
+    ctx: Any,
     workloads: Workloads,
     body: Mapping[str, Any],
     patch: MutableMapping[str, Any],
@@ -229,7 +234,7 @@ def workload_failed(
         phase="Pending", reason=error.reason, message=message, conditions=conditions
     )
     if status.get("reason") != error.reason:
-        kopf.warn(cast(kopf.Body, body), reason=error.reason, message=str(error))
+        _event(ctx, body, "Warning", error.reason, str(error))
     return kopf.TemporaryError(f"{error.reason}: {error}", delay=delay)
 
 
@@ -305,7 +310,7 @@ async def mirror_addresses(
         patch.setdefault("status", {})["vm"] = changes
         if "addresses" in changes:
             patch["status"]["podIP"] = pod_ip
-            kopf.info(body, reason="AddressAssigned", message=f"VM address {pod_ip}")
+            _event(ctx, body, "Normal", "AddressAssigned", f"VM address {pod_ip}")
 
 
 def overlay_status(capacity_bytes: int, plan: VMPlan) -> dict[str, Any]:
