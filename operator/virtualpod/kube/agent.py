@@ -134,9 +134,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **kwa
     common.configure(settings, ctx.host_name)
     if ctx.selector is not None:
         settings.watching.label_selectors[API_GROUP, PLURAL] = ctx.selector
-    ctx.api = await KubeApi.connect(ctx.api_url, ctx.host_name)
-    ctx.rest = await RestClient.connect(ctx.api_url)
-    ctx.events = EventPoster(ctx.rest, ctx.host_name)
+    if ctx.api is None:  # Kopf retries a startup that failed later on (e.g. libvirt)
+        ctx.api = await KubeApi.connect(ctx.api_url, ctx.host_name)
+    if ctx.rest is None:
+        ctx.rest = await RestClient.connect(ctx.api_url)
+        ctx.events = EventPoster(ctx.rest, ctx.host_name)
     ctx.by_uuid = kwargs["virtualpods_by_uuid"]
     ctx.priority_class_index = kwargs["priority_class_values"]
     wanted = ctx.settings.cgroup_version
